@@ -1,0 +1,27 @@
+"""Typed errors raised by ProtoInspect: every user-facing failure is one of these."""
+
+from __future__ import annotations
+
+
+class ProtoInspectError(Exception):
+    """Base class of every error ProtoInspect raises on purpose."""
+
+
+class InputError(ProtoInspectError, ValueError):
+    """A frame or argument is invalid (wrong shape, dtype, empty, ...)."""
+
+
+class DatasetError(ProtoInspectError, ValueError):
+    """A dataset folder, image or mask is missing, unreadable or inconsistent; names the file."""
+
+
+class BundleError(ProtoInspectError):
+    """A model bundle is missing, corrupt, tampered with or from an incompatible version."""
+
+
+class ConfigError(ProtoInspectError, ValueError):
+    """A configuration value is invalid."""
+
+
+class MissingDependencyError(ProtoInspectError, ImportError):
+    """An optional dependency is not installed; the message says what to install."""

@@ -1,0 +1,35 @@
+"""Build the torch detector from a model bundle (torch backend, evaluation and export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sdk.bundle import Bundle, load_bundle
+from sdk.errors import BundleError
+
+
+def load_detector_net(bundle: Bundle | str | Path):  # -> PrototypeDetectorNet (torch is imported lazily)
+    """Return the bundle's ``PrototypeDetectorNet`` in eval mode with its weights loaded.
+
+    Raises:
+        BundleError: the bundle is invalid, or its weights do not fit the architecture it names.
+    """
+    from safetensors.torch import load as load_safetensors
+
+    from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
+
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    model_info = bundle.manifest.model
+    if model_info.get("architecture") != "PrototypeDetectorNet":
+        msg = f"{bundle.path / 'manifest.json'}: model architecture {model_info.get('architecture')!r} is not PrototypeDetectorNet"
+        raise BundleError(msg)
+    net = PrototypeDetectorNet(DetectorConfig.from_dict(model_info["config"]))
+    weights_name = model_info.get("weights", "detector.safetensors")
+    try:
+        state = load_safetensors(bundle.read_bytes(weights_name))
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as exc:
+        msg = f"{bundle.path / weights_name}: weights do not match the manifest's model config ({exc}); re-create the bundle with `python -m training.train_detector ...`"
+        raise BundleError(msg) from exc
+    return net.eval()

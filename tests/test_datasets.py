@@ -1,0 +1,515 @@
+"""Tests of training.datasets: listing of MVTec-style and MTD folders, file checks and error messages."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import Counter
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sdk.errors import ConfigError, DatasetError
+from training.datasets import (
+    Dataset,
+    Sample,
+    detect_format,
+    load_dataset,
+    read_image,
+    read_mask,
+    summarize,
+    validate_dataset,
+)
+from training.image_io import image_mode
+
+MTD_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
+
+H, W = 12, 16
+
+
+# ----------------------------------------------------------------------------- fixture builders
+
+
+def _img(path: Path, channels: str = "rgb", shape: tuple[int, int] = (H, W), value: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if channels == "rgb":
+        arr = np.zeros((*shape, 3), np.uint8)
+        arr[..., 0], arr[..., 1], arr[..., 2] = value, value // 2, value // 3  # B, G, R distinct
+    else:
+        arr = np.full(shape, value, np.uint8)
+    assert cv2.imwrite(str(path), arr)
+    return path
+
+
+def _mask(path: Path, shape: tuple[int, int] = (H, W)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = np.zeros(shape, np.uint8)
+    m[2:5, 3:7] = 255
+    assert cv2.imwrite(str(path), m)
+    return path
+
+
+def make_mvtec(
+    root: Path,
+    channels: str = "rgb",
+    n_train: int = 3,
+    n_good: int = 2,
+    defects: dict[str, int] | None = None,
+    mask_suffix: str = "_mask",
+) -> Path:
+    """ROOT/train/good, ROOT/test/{good,<type>}, ROOT/ground_truth/<type>/<stem><mask_suffix>.png"""
+    defects = {"crack": 2, "glue": 1} if defects is None else defects
+    for i in range(n_train):
+        _img(root / "train" / "good" / f"{i:03d}.png", channels)
+    for i in range(n_good):
+        _img(root / "test" / "good" / f"{i:03d}.png", channels)
+    for dtype, n in defects.items():
+        for i in range(n):
+            _img(root / "test" / dtype / f"{i:03d}.png", channels)
+            _mask(root / "ground_truth" / dtype / f"{i:03d}{mask_suffix}.png")
+    return root
+
+
+def make_mtd(root: Path, n_free: int = 5, n_train: int = 3, defects: dict[str, int] | None = None) -> Path:
+    """ROOT/MT_Free/Imgs/*.jpg(+png), ROOT/MT_<Type>/Imgs/*.jpg + .png, ROOT/train_normal_filenames.txt"""
+    defects = {"Blowhole": 2, "Crack": 1} if defects is None else defects
+    names = [f"exp1_num_{i}.jpg" for i in range(n_free)]
+    for name in names:
+        _img(root / "MT_Free" / "Imgs" / name, "gray")
+        _mask(root / "MT_Free" / "Imgs" / name.replace(".jpg", ".png"))
+    for dtype, n in defects.items():
+        for i in range(n):
+            _img(root / f"MT_{dtype}" / "Imgs" / f"exp2_num_{i}.jpg", "gray")
+            _mask(root / f"MT_{dtype}" / "Imgs" / f"exp2_num_{i}.png")
+    # listed in reverse order: the loader sorts
+    (root / "train_normal_filenames.txt").write_text("\n".join(reversed(names[:n_train])) + "\n")
+    (root / "SOURCE.md").write_text("not part of the dataset\n")
+    return root
+
+
+@pytest.fixture
+def mvtec(tmp_path: Path) -> Path:
+    return make_mvtec(tmp_path / "tile")
+
+
+@pytest.fixture
+def mtd(tmp_path: Path) -> Path:
+    return make_mtd(tmp_path / "mtd")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def test_mvtec_loads_counts_labels_masks(mvtec: Path) -> None:
+    (mvtec / "train" / "good" / "notes.txt").write_text("ignored")
+    (mvtec / "test" / "crack" / ".DS_Store").write_bytes(b"\x00\x01")
+    (mvtec / "test" / "crack" / "._000.png").write_bytes(b"apple double")  # hidden: ignored
+    (mvtec / "test" / "readme.md").write_text("ignored")
+    ds = load_dataset(mvtec)
+    assert (ds.name, ds.format, ds.channels, ds.root) == ("tile", "mvtec", "rgb", mvtec.resolve())
+    assert len(ds.train) == 3 and all(s == Sample(s.image_path, 0, "good", None) for s in ds.train)
+    assert [s.image_path.name for s in ds.train] == ["000.png", "001.png", "002.png"]
+    assert Counter(s.defect_type for s in ds.test) == {"good": 2, "crack": 2, "glue": 1}
+    assert ds.defect_types == ("crack", "glue")
+    for s in ds.test:
+        if s.defect_type == "good":
+            assert s.label == 0 and s.mask_path is None
+        else:
+            assert s.label == 1
+            assert s.mask_path == mvtec.resolve() / "ground_truth" / s.defect_type / f"{s.image_path.stem}_mask.png"
+    keys = [(s.defect_type, s.image_path.name) for s in ds.test]
+    assert keys == sorted(keys)
+    assert load_dataset(mvtec) == ds  # deterministic
+    validate_dataset(ds)
+
+
+def test_gray_mvtec_and_mixed_extensions(tmp_path: Path) -> None:
+    root = make_mvtec(tmp_path / "gray", "gray", n_train=0, defects={"hole": 0})
+    _img(root / "train" / "good" / "a.PNG", "gray")
+    _img(root / "train" / "good" / "b.JPG", "gray")
+    _img(root / "train" / "good" / "c.bmp", "gray")
+    _img(root / "train" / "good" / "d.tiff", "gray")
+    _img(root / "train" / "good" / "e.jpeg", "gray")
+    _img(root / "test" / "hole" / "x.tif", "gray")
+    _mask(root / "ground_truth" / "hole" / "x_mask.PNG")
+    ds = load_dataset(root)
+    assert ds.channels == "gray"
+    assert [s.image_path.name for s in ds.train] == ["a.PNG", "b.JPG", "c.bmp", "d.tiff", "e.jpeg"]
+    assert ds.test[-1].mask_path is not None and ds.test[-1].mask_path.name == "x_mask.PNG"
+    validate_dataset(ds)
+    assert read_image(ds.train[0].image_path, "gray").shape == (H, W)
+
+
+def test_btad_mask_fallback_and_mask_preference(tmp_path: Path) -> None:
+    root = make_mvtec(tmp_path / "btad01", mask_suffix="", defects={"ko": 2})
+    ds = load_dataset(root)
+    assert [s.mask_path.name for s in ds.test if s.mask_path] == ["000.png", "001.png"]
+    _mask(root / "ground_truth" / "ko" / "000_mask.png")  # <stem>_mask wins over <stem>
+    ds = load_dataset(root)
+    assert [s.mask_path.name for s in ds.test if s.mask_path] == ["000_mask.png", "001.png"]
+
+
+def test_mvtec3d_native_layout(tmp_path: Path) -> None:
+    root = tmp_path / "bagel"
+    _img(root / "train" / "good" / "rgb" / "000.png")
+    (root / "train" / "good" / "xyz").mkdir()
+    _img(root / "test" / "good" / "rgb" / "000.png")
+    _img(root / "test" / "hole" / "rgb" / "000.png")
+    _mask(root / "test" / "hole" / "gt" / "000.png")
+    ds = load_dataset(root)
+    assert (len(ds.train), len(ds.test)) == (1, 2)
+    assert ds.test[1].mask_path == root.resolve() / "test" / "hole" / "gt" / "000.png"
+    validate_dataset(ds)
+
+
+def test_mtd_loads_counts_labels_masks(mtd: Path) -> None:
+    ds = load_dataset(mtd)
+    assert (ds.name, ds.format, ds.channels) == ("mtd", "mtd", "gray")
+    assert [s.image_path.name for s in ds.train] == ["exp1_num_0.jpg", "exp1_num_1.jpg", "exp1_num_2.jpg"]
+    assert all(s.label == 0 and s.mask_path is None for s in ds.train)
+    good = [s for s in ds.test if s.label == 0]
+    assert [s.image_path.name for s in good] == ["exp1_num_3.jpg", "exp1_num_4.jpg"]
+    assert all(s.defect_type == "good" and s.mask_path is None for s in good)
+    assert Counter(s.defect_type for s in ds.test if s.label == 1) == {"blowhole": 2, "crack": 1}
+    for s in ds.test:
+        if s.label == 1:
+            assert s.mask_path == s.image_path.with_suffix(".png")
+    assert ds.defect_types == ("blowhole", "crack")
+    validate_dataset(ds)
+    assert summarize(ds) == {
+        "name": "mtd",
+        "root": str(mtd.resolve()),
+        "format": "mtd",
+        "channels": "gray",
+        "train": {"good": 3},
+        "test": {"blowhole": 2, "crack": 1, "good": 2},
+        "n_train": 3,
+        "n_test": 5,
+        "n_test_good": 2,
+        "n_test_defective": 3,
+        "defect_types": ["blowhole", "crack"],
+    }
+
+
+def test_detect_format_and_override(mvtec: Path, mtd: Path) -> None:
+    assert detect_format(mvtec) == "mvtec"
+    assert detect_format(str(mtd)) == "mtd"
+    assert load_dataset(mvtec, "mvtec").format == "mvtec"
+    assert load_dataset(mtd, format="MTD").format == "mtd"
+    with pytest.raises(DatasetError, match=r"not an MTD folder: missing MT_Free/Imgs/.*format='mvtec'"):
+        load_dataset(mvtec, "mtd")
+    with pytest.raises(DatasetError, match=r"not an MVTec-style folder: missing train/, test/.*format='mtd'"):
+        load_dataset(mtd, "mvtec")
+    with pytest.raises(ConfigError, match="'yolo'"):
+        load_dataset(mvtec, "yolo")
+
+
+def test_dataset_is_frozen_and_sample_fields(mvtec: Path) -> None:
+    ds = load_dataset(mvtec)
+    assert isinstance(ds, Dataset)
+    with pytest.raises(FrozenInstanceError):
+        ds.name = "x"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        ds.train[0].label = 1  # type: ignore[misc]
+
+
+def test_load_only_lists_files(mvtec: Path) -> None:
+    bad = mvtec / "test" / "crack" / "001.png"
+    bad.write_bytes(b"not an image at all")
+    ds = load_dataset(mvtec)  # only the first training image is decoded
+    with pytest.raises(DatasetError, match=r"001\.png cannot be decoded"):
+        validate_dataset(ds)
+
+
+# ----------------------------------------------------------------------------- layout errors
+
+
+def test_root_missing_or_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"nope does not exist"):
+        load_dataset(tmp_path / "nope")
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"f\.txt is not a folder"):
+        detect_format(tmp_path / "f.txt")
+
+
+def test_wrong_layout_names_both_layouts(tmp_path: Path) -> None:
+    (tmp_path / "train" / "good").mkdir(parents=True)
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(tmp_path)
+    msg = str(exc.value)
+    assert "MVTec-style layout" in msg and "MTD layout" in msg
+    assert "(missing: test/)" in msg and "(missing: MT_Free/Imgs/, train_normal_filenames.txt)" in msg
+
+
+def test_collection_of_categories_hint(tmp_path: Path) -> None:
+    make_mvtec(tmp_path / "bottle")
+    make_mvtec(tmp_path / "cable")
+    with pytest.raises(DatasetError, match=r"collection of 2 MVTec-style categories \(bottle, cable\)"):
+        load_dataset(tmp_path)
+
+
+def test_empty_train_good(tmp_path: Path) -> None:
+    root = make_mvtec(tmp_path / "t", n_train=0)
+    (root / "train" / "good").mkdir(parents=True)
+    (root / "train" / "good" / "list.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"class folder .*train/good is empty.*list\.txt"):
+        load_dataset(root)
+
+
+def test_empty_defect_folder(mvtec: Path) -> None:
+    (mvtec / "test" / "scratch").mkdir()
+    with pytest.raises(DatasetError, match=r"class folder .*test/scratch is empty"):
+        load_dataset(mvtec)
+
+
+def test_no_defect_folders(tmp_path: Path) -> None:
+    root = make_mvtec(tmp_path / "t", defects={})
+    with pytest.raises(DatasetError, match=r"test has no defect folders"):
+        load_dataset(root)
+
+
+def test_missing_mask_names_image_and_expected_path(mvtec: Path) -> None:
+    (mvtec / "ground_truth" / "crack" / "001_mask.png").unlink()
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(mvtec)
+    msg = str(exc.value)
+    assert str(mvtec.resolve() / "test" / "crack" / "001.png") in msg
+    assert str(mvtec.resolve() / "ground_truth" / "crack" / "001_mask.png") in msg
+
+
+def test_missing_ground_truth_folder(mvtec: Path) -> None:
+    _img(mvtec / "test" / "stain" / "000.png")
+    with pytest.raises(DatasetError, match=r"stain/000\.png has no mask.*ground_truth/stain does not exist"):
+        load_dataset(mvtec)
+
+
+def test_ambiguous_masks(mvtec: Path) -> None:
+    _mask(mvtec / "ground_truth" / "glue" / "000_mask.bmp")
+    with pytest.raises(DatasetError, match=r"several candidate masks.*000_mask\.bmp, 000_mask\.png"):
+        load_dataset(mvtec)
+
+
+def test_stray_images_and_subfolders(tmp_path: Path) -> None:
+    root = make_mvtec(tmp_path / "a")
+    _img(root / "test" / "loose.png")
+    with pytest.raises(DatasetError, match=r"loose\.png lies directly in test/"):
+        load_dataset(root)
+    root = make_mvtec(tmp_path / "b")
+    _img(root / "train" / "crack" / "000.png")
+    with pytest.raises(DatasetError, match=r"train/crack: train/ may only hold good/"):
+        load_dataset(root)
+    root = make_mvtec(tmp_path / "c")
+    _img(root / "test" / "good" / "more" / "000.png")
+    with pytest.raises(DatasetError, match=r"unexpected sub-folder .*test/good/more"):
+        load_dataset(root)
+
+
+def test_broken_symlink_is_an_error(mvtec: Path) -> None:
+    (mvtec / "test" / "good" / "zzz.png").symlink_to(mvtec / "missing.png")
+    with pytest.raises(DatasetError, match=r"zzz\.png is not a regular file"):
+        load_dataset(mvtec)
+
+
+# ----------------------------------------------------------------------------- MTD errors
+
+
+def test_mtd_listed_file_missing(mtd: Path) -> None:
+    (mtd / "train_normal_filenames.txt").write_text("exp1_num_0.jpg\n\nghost.jpg\n")
+    with pytest.raises(DatasetError, match=r"line 3 lists 'ghost\.jpg' but .*MT_Free/Imgs/ghost\.jpg does not exist"):
+        load_dataset(mtd)
+
+
+def test_mtd_listed_duplicate_and_mask(mtd: Path) -> None:
+    (mtd / "train_normal_filenames.txt").write_text("exp1_num_0.jpg\r\nexp1_num_0.jpg\r\n")
+    with pytest.raises(DatasetError, match=r"line 2 repeats 'exp1_num_0\.jpg' \(already on line 1\)"):
+        load_dataset(mtd)
+    (mtd / "train_normal_filenames.txt").write_text("exp1_num_0.png\n")
+    with pytest.raises(DatasetError, match=r"exp1_num_0\.png is not a \.jpg image"):
+        load_dataset(mtd)
+
+
+def test_mtd_split_file_missing_or_empty(mtd: Path) -> None:
+    (mtd / "train_normal_filenames.txt").write_text("\n\n")
+    with pytest.raises(DatasetError, match=r"train_normal_filenames\.txt lists no files"):
+        load_dataset(mtd)
+    (mtd / "train_normal_filenames.txt").unlink()
+    with pytest.raises(DatasetError, match=r"missing: train_normal_filenames\.txt"):
+        detect_format(mtd)
+    with pytest.raises(DatasetError, match=r"not an MTD folder: missing train_normal_filenames\.txt"):
+        load_dataset(mtd, "mtd")
+
+
+def test_mtd_defect_without_mask(mtd: Path) -> None:
+    (mtd / "MT_Crack" / "Imgs" / "exp2_num_0.png").unlink()
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(mtd)
+    assert "MT_Crack/Imgs/exp2_num_0.jpg has no mask" in str(exc.value)
+    assert str(mtd.resolve() / "MT_Crack" / "Imgs" / "exp2_num_0.png") in str(exc.value)
+
+
+def test_mtd_empty_defect_folder_and_missing_imgs(tmp_path: Path) -> None:
+    root = make_mtd(tmp_path / "a")
+    (root / "MT_Fray" / "Imgs").mkdir(parents=True)
+    _mask(root / "MT_Fray" / "Imgs" / "orphan.png")
+    with pytest.raises(DatasetError, match=r"class folder .*MT_Fray/Imgs is empty"):
+        load_dataset(root)
+    root = make_mtd(tmp_path / "b")
+    (root / "MT_Break").mkdir()
+    with pytest.raises(DatasetError, match=r"MT_Break has no Imgs/ sub-folder"):
+        load_dataset(root)
+
+
+# ----------------------------------------------------------------------------- file errors
+
+
+def test_corrupt_and_empty_images(mvtec: Path) -> None:
+    target = mvtec / "test" / "glue" / "000.png"
+    target.write_bytes(b"\x89PNG\r\n\x1a\ngarbage")
+    ds = load_dataset(mvtec)
+    with pytest.raises(DatasetError, match=rf"image {target.resolve()} cannot be decoded"):
+        validate_dataset(ds)
+    target.write_bytes(b"")
+    with pytest.raises(DatasetError, match=rf"image {target.resolve()} is empty \(0 bytes\)"):
+        validate_dataset(ds)
+    with pytest.raises(DatasetError, match=r"is empty \(0 bytes\)"):
+        validate_dataset(ds, check_pixels=False)
+
+
+def test_corrupt_first_training_image_fails_load(mvtec: Path) -> None:
+    (mvtec / "train" / "good" / "000.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"train/good/000\.png is empty"):
+        load_dataset(mvtec)
+
+
+def test_header_only_check(mvtec: Path) -> None:
+    _img(mvtec / "test" / "good" / "001.png", shape=(H + 1, W))  # size is fine for a good image
+    (mvtec / "test" / "good" / "002.jpg").write_text("<html>not an image</html>")
+    ds = load_dataset(mvtec)
+    with pytest.raises(DatasetError, match=r"002\.jpg is not a PNG/JPEG/BMP/TIFF file"):
+        validate_dataset(ds, check_pixels=False)
+
+
+def test_gray_image_in_rgb_dataset(mvtec: Path) -> None:
+    bad = _img(mvtec / "test" / "good" / "001.png", "gray")
+    ds = load_dataset(mvtec)
+    with pytest.raises(DatasetError, match=rf"image {bad.resolve()} is grayscale \(1 channel\) but the dataset is RGB"):
+        validate_dataset(ds)
+
+
+def test_rgb_image_in_gray_dataset(mtd: Path) -> None:
+    bad = _img(mtd / "MT_Crack" / "Imgs" / "exp2_num_0.jpg", "rgb")
+    ds = load_dataset(mtd)
+    with pytest.raises(DatasetError, match=rf"image {bad.resolve()} is RGB \(3 channels\) but the dataset is grayscale"):
+        validate_dataset(ds)
+
+
+def test_rgba_and_16bit_images(tmp_path: Path) -> None:
+    rgba = tmp_path / "rgba.png"
+    cv2.imwrite(str(rgba), np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(DatasetError, match=r"rgba\.png has 4 channels.*convert it to 8-bit RGB"):
+        read_image(rgba, "rgb")
+    deep = tmp_path / "deep.png"
+    cv2.imwrite(str(deep), np.zeros((4, 4), np.uint16))
+    with pytest.raises(DatasetError, match=r"deep\.png is a 16-bit uint16 image.*convert it to 8-bit RGB"):
+        read_image(deep, "gray")
+    with pytest.raises(DatasetError, match=r"x\.tif has 2 channels \(gray\+alpha\).*8-bit RGB"):
+        image_mode(np.zeros((4, 4, 2), np.uint8), "x.tif")
+
+
+def test_gray_alpha_png(tmp_path: Path) -> None:
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + bytes([10, 255] * 4) for _ in range(3))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 8, 4, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path = tmp_path / "ga.png"
+    path.write_bytes(png)
+    with pytest.raises(DatasetError, match=r"ga\.png has \d channels.*convert it to 8-bit RGB"):
+        read_image(path, "gray")
+
+
+def test_rgba_first_training_image_fails_load(mvtec: Path) -> None:
+    cv2.imwrite(str(mvtec / "train" / "good" / "000.png"), np.zeros((H, W, 4), np.uint8))
+    with pytest.raises(DatasetError, match=r"000\.png has 4 channels"):
+        load_dataset(mvtec)
+
+
+def test_mask_size_mismatch_names_both(mvtec: Path) -> None:
+    mask = _mask(mvtec / "ground_truth" / "crack" / "001_mask.png", shape=(H, W + 4))
+    ds = load_dataset(mvtec)
+    with pytest.raises(DatasetError) as exc:
+        validate_dataset(ds)
+    msg = str(exc.value)
+    assert f"mask {mask.resolve()} is {H}x{W + 4} (HxW)" in msg
+    assert f"image {(mvtec / 'test' / 'crack' / '001.png').resolve()} is {H}x{W} (HxW)" in msg
+
+
+def test_mask_channels(tmp_path: Path) -> None:
+    equal = tmp_path / "equal.png"
+    m = np.zeros((H, W, 3), np.uint8)
+    m[1:3, 1:3] = 255
+    cv2.imwrite(str(equal), m)
+    out = read_mask(equal, (H, W))
+    assert out.shape == (H, W) and out.dtype == np.uint8 and out.max() == 255
+    m[0, 0] = (0, 0, 255)
+    colour = tmp_path / "colour.png"
+    cv2.imwrite(str(colour), m)
+    with pytest.raises(DatasetError, match=r"mask .*colour\.png is not single-channel \(differing colour channels\)"):
+        read_mask(colour, (H, W))
+    rgba = tmp_path / "rgba.png"
+    cv2.imwrite(str(rgba), np.zeros((H, W, 4), np.uint8))
+    with pytest.raises(DatasetError, match=r"rgba\.png is not single-channel \(4 channels\)"):
+        read_mask(rgba, (H, W))
+    with pytest.raises(DatasetError, match=r"mask .*nope\.png does not exist"):
+        read_mask(tmp_path / "nope.png", (H, W))
+
+
+def test_read_image_rgb_order_and_bad_channels_arg(tmp_path: Path) -> None:
+    p = _img(tmp_path / "c.png", "rgb", value=90)  # stored BGR = (90, 45, 30)
+    img = read_image(p, "rgb")
+    assert img.shape == (H, W, 3) and img.dtype == np.uint8 and img.flags.c_contiguous
+    assert tuple(img[0, 0]) == (30, 45, 90)
+    with pytest.raises(ConfigError, match="channels"):
+        read_image(p, "bgr")
+
+
+def test_validate_reports_first_problem_in_listing_order(mvtec: Path) -> None:
+    (mvtec / "test" / "glue" / "000.png").write_bytes(b"junk")
+    (mvtec / "test" / "crack" / "001.png").write_bytes(b"junk")
+    ds = load_dataset(mvtec)
+    for workers in (1, 4):
+        with pytest.raises(DatasetError, match=r"crack/001\.png cannot be decoded"):
+            validate_dataset(ds, workers=workers)
+
+
+def test_validate_structure_of_hand_built_dataset(mvtec: Path) -> None:
+    ds = load_dataset(mvtec)
+    leaked = Dataset(ds.name, ds.root, ds.format, ds.channels, ds.train, (*ds.test, ds.train[0]))
+    with pytest.raises(DatasetError, match=r"in both the train and the test split"):
+        validate_dataset(leaked)
+    no_mask = Sample(ds.test[-1].image_path, 1, "glue", None)
+    bad = Dataset(ds.name, ds.root, ds.format, ds.channels, ds.train, (no_mask,))
+    with pytest.raises(DatasetError, match=r"has no mask path"):
+        validate_dataset(bad)
+
+
+# ----------------------------------------------------------------------------- real MTD
+
+
+@pytest.mark.skipif(not MTD_REAL.is_dir(), reason=f"MTD data not found at {MTD_REAL}")
+def test_real_mtd() -> None:
+    ds = load_dataset(MTD_REAL)
+    assert (ds.format, ds.channels) == ("mtd", "gray")
+    s = summarize(ds)
+    assert s["n_train"] == 761 and s["n_test_good"] == 191 and s["n_test_defective"] == 392
+    assert s["test"] == {"blowhole": 115, "break": 85, "crack": 57, "fray": 32, "good": 191, "uneven": 103}
+    assert ds.defect_types == ("blowhole", "break", "crack", "fray", "uneven")
+    validate_dataset(ds)
+    img = read_image(ds.test[0].image_path, ds.channels)
+    assert img.ndim == 2 and img.dtype == np.uint8
+    assert ds.test[0].mask_path is not None
+    assert read_mask(ds.test[0].mask_path, img.shape).shape == img.shape

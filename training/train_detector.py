@@ -1,0 +1,293 @@
+"""Train the multi-class prototype detector on defect-free images and write a model bundle.
+
+    python -m training.train_detector --data DIR [--data DIR ...] --out BUNDLE_DIR [--config F] [--set k=v]
+
+Phase 1 learns the encoder from our own data (segmenting generic synthetic anomalies pasted onto the
+normal images) unless pretrained weights are given; phase 2 freezes it and trains the prototype
+decoder to reconstruct normal features; then thresholds are calibrated on held-out normal images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sdk.bundle import write_bundle
+from sdk.models.encoder import load_pretrained_weights
+from sdk.models.prototype_detector import PrototypeDetectorNet
+from sdk.preprocess import PreprocessSpec
+from training.batches import BatchSampler, FeatureCache, load_resized
+from training.calibration import calibrate_thresholds, set_map_normalisation
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.config import DetectorTrainConfig, load_train_config
+from training.datasets import Dataset, load_dataset, validate_dataset
+from training.losses import dice_loss, focal_loss, reconstruction_loss
+
+log = logging.getLogger("protoinspect.train")
+
+
+def _lr_at(step: int, total: int, base: float) -> float:
+    warm = max(1, total // 20)
+    if step < warm:
+        return base * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def split_holdout(ds: Dataset, cfg: DetectorTrainConfig) -> tuple[list, list]:
+    """Deterministically hold out normal training images of one dataset for calibration."""
+    n = len(ds.train)
+    n_hold = max(cfg.min_holdout, int(round(cfg.holdout_fraction * n)))
+    if n - n_hold < 1:
+        msg = f"{ds.root}: {n} training images are too few to hold out {n_hold} for calibration"
+        raise ValueError(msg)
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    hold = sorted(order[:n_hold].tolist())
+    held = set(hold)
+    return [ds.train[i] for i in range(n) if i not in held], [ds.train[i] for i in hold]
+
+
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def _train_encoder(model, sampler, cfg, state, work_dir, fingerprint, progress) -> None:
+    params = list(model.encoder.parameters()) + list(model.seg_head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr_encoder, weight_decay=cfg.weight_decay)
+    start = 0
+    if state and state["phase"] == "encoder":
+        opt.load_state_dict(state["optim"])
+        start = state["step"]
+    model.encoder.train()
+    model.seg_head.train()
+    bar = _progress(cfg.encoder_steps, "encoder (synthetic anomalies)", progress, start)
+    for step in range(start, cfg.encoder_steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg.encoder_steps, cfg.lr_encoder)
+        x, mask = sampler.encoder_batch(cfg.encoder_batch, cfg.encoder_crop, cfg.anomaly_fraction)
+        logits = model.seg_head(model.encoder(x))
+        target = F.adaptive_avg_pool2d(mask, logits.shape[-2:])
+        loss = focal_loss(logits, target) * 10 + dice_loss(logits, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.encoder_steps:
+            _save(work_dir, model, opt, "encoder", step + 1, sampler, fingerprint)
+    bar.close()
+
+
+def _train_decoder(model, sampler, cfg, state, work_dir, fingerprint, progress) -> None:
+    opt = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr_decoder, weight_decay=cfg.weight_decay)
+    start = 0
+    if state and state["phase"] == "decoder":
+        opt.load_state_dict(state["optim"])
+        start = state["step"]
+    model.train()
+    bar = _progress(cfg.decoder_steps, "prototype decoder (normal images)", progress, start)
+    for step in range(start, cfg.decoder_steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg.decoder_steps, cfg.lr_decoder)
+        features = sampler.sample(cfg.decoder_batch)
+        recon, tokens = model.decoder.forward_with_tokens(features)
+        loss = reconstruction_loss(features, recon, model.level_weights)
+        loss = loss + cfg.constraint_weight * model.decoder.prototype_constraint(tokens)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.decoder_steps:
+            _save(work_dir, model, opt, "decoder", step + 1, sampler, fingerprint)
+    bar.close()
+
+
+def _save(work_dir, model, opt, phase, step, sampler, fingerprint) -> None:
+    state = {
+        "phase": phase,
+        "step": step,
+        "model": model.state_dict(),
+        "optim": opt.state_dict(),
+        # numpy's PCG64 state holds 128-bit ints: JSON keeps them exact and weights_only-safe
+        "sampler": json.dumps(sampler.state()),
+        "torch_rng": torch.get_rng_state(),
+    }
+    save_checkpoint(work_dir, state, fingerprint)
+
+
+def _restore_rng(sampler: BatchSampler | FeatureCache, saved: str) -> None:
+    sampler.restore(json.loads(saved))
+
+
+def _batches(images: np.ndarray, spec: PreprocessSpec, size: int = 16) -> list[torch.Tensor]:
+    from training.batches import _to_tensor
+
+    return [_to_tensor(images[i : i + size], spec) for i in range(0, len(images), size)]
+
+
+def train_detector(
+    data: Sequence[str | Path],
+    out: str | Path,
+    config: DetectorTrainConfig | None = None,
+    *,
+    data_format: str = "auto",
+    work_dir: str | Path | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Train one detector on the normal images of every dataset in ``data`` and write a bundle.
+
+    Args:
+        data: dataset folders (MVTec layout or MTD); one model serves all of them.
+        out: bundle directory to create.
+        config: training configuration (defaults if None).
+        data_format: ``auto``, ``mvtec`` or ``mtd`` for every folder.
+        work_dir: where resumable checkpoints go (default ``<out>.work``).
+        resume: continue from a checkpoint in ``work_dir`` if one exists.
+        overwrite: replace an existing bundle at ``out`` (the old one is kept until the new is complete).
+        progress: show progress bars.
+        command: the command line recorded in the manifest.
+
+    Returns:
+        The bundle directory.
+    """
+    cfg = config or DetectorTrainConfig()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        from sdk.errors import BundleError
+
+        msg = f"bundle {out} already exists; pass --overwrite or choose another --out"
+        raise BundleError(msg)
+    work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    datasets = [load_dataset(d, data_format) for d in data]
+    if not datasets:
+        msg = "give at least one --data folder"
+        raise ValueError(msg)
+    for ds in datasets:
+        validate_dataset(ds)
+    spec = PreprocessSpec(image_size=cfg.image_size)
+    train_pools, hold_pools, ds_info = [], [], []
+    for ds in datasets:
+        train, hold = split_holdout(ds, cfg)
+        train_pools.append(load_resized(train, ds.channels, spec, progress))
+        hold_pools.append(load_resized(hold, ds.channels, spec, progress))
+        ds_info.append({"name": ds.name, "root": str(ds.root), "format": ds.format, "channels": ds.channels,
+                        "num_train": len(train), "num_holdout": len(hold)})
+        log.info("%s: %d training, %d held-out normal images", ds.name, len(train), len(hold))
+    fingerprint = {"config": cfg.to_dict(), "datasets": ds_info}
+    state = load_checkpoint(work, fingerprint) if resume else None
+
+    model = PrototypeDetectorNet(cfg.detector)
+    if cfg.pretrained:
+        load_pretrained_weights(model.encoder, cfg.detector.encoder, cfg.pretrained)
+    sampler = BatchSampler(train_pools, spec, cfg.seed)
+    if state:
+        model.load_state_dict(state["model"])
+        if state["phase"] == "encoder":
+            _restore_rng(sampler, state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resuming %s phase at step %d from %s", state["phase"], state["step"], work)
+    if cfg.encoder_steps and not (state and state["phase"] == "decoder"):
+        _train_encoder(model, sampler, cfg, state, work, fingerprint, progress)
+    model.freeze_encoder()
+    cache = FeatureCache(model.encoder, train_pools, spec, cfg.seed, progress)
+    decoder_state = state if state and state["phase"] == "decoder" else None
+    if decoder_state:
+        _restore_rng(cache, decoder_state["sampler"])
+    _train_decoder(model, cache, cfg, decoder_state, work, fingerprint, progress)
+    train_seconds = time.perf_counter() - t0
+
+    model.eval()
+    hold_batches = [b for pool in hold_pools for b in _batches(pool, spec)]
+    norm = set_map_normalisation(model, hold_batches)
+    thresholds = calibrate_thresholds(model, hold_batches, cfg.threshold_quantile, cfg.pixel_quantile)
+    thresholds["calibration"]["map_normalisation"] = norm
+
+    from safetensors.torch import save as save_safetensors
+
+    weights = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
+    manifest = write_bundle(
+        out,
+        manifest_fields={
+            "producer": {"command": command or "train_detector()"},  # version: from package metadata
+            "preprocess": spec.to_dict(),
+            "model": {"architecture": "PrototypeDetectorNet", "config": cfg.detector.to_dict(),
+                      "weights": "detector.safetensors", "pretrained": cfg.pretrained},
+            "thresholds": thresholds,
+            "classes": [],
+            "datasets": ds_info,
+            "extra": {"training": cfg.to_dict(), "train_seconds": round(train_seconds, 1),
+                      "torch": torch.__version__, "threads": torch.get_num_threads()},
+        },
+        files={"detector.safetensors": weights},
+        overwrite=overwrite,
+    )
+    ckpt = work / "checkpoint.pt"
+    if ckpt.exists():
+        ckpt.unlink()
+        if not any(work.iterdir()):
+            work.rmdir()
+    log.info("wrote bundle %s (%s) in %.0f s", out, manifest.bundle_id, train_seconds)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``python -m training.train_detector``."""
+    p = argparse.ArgumentParser(prog="python -m training.train_detector", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", action="append", required=True, help="dataset folder (repeat for several products)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--format", default="auto", choices=["auto", "mvtec", "mtd"], help="dataset layout")
+    p.add_argument("--config", help="YAML/JSON training config (see training/configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. decoder_steps=500 or detector.encoder=resnet18")
+    p.add_argument("--pretrained", help="encoder weights: a local .pth/.safetensors file or torchvision:DEFAULT")
+    p.add_argument("--work-dir", help="checkpoint folder (default <out>.work)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = list(args.set)
+    if args.pretrained:
+        overrides.append(f"pretrained={args.pretrained}")
+    from sdk.errors import ProtoInspectError
+
+    try:
+        cfg = load_train_config(args.config, overrides)
+        out = train_detector(args.data, args.out, cfg, data_format=args.format, work_dir=args.work_dir,
+                             resume=not args.no_resume, overwrite=args.overwrite, progress=not args.quiet,
+                             command=shlex.join(["python", "-m", "training.train_detector", *(argv or sys.argv[1:])]))
+    except ProtoInspectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundle written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
