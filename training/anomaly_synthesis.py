@@ -139,7 +139,9 @@ def _paste_once(
         target = np.repeat(target.mean(axis=2, keepdims=True), 3, axis=2)
     out = img * (1 - alpha[..., None]) + target * alpha[..., None]
     out8 = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    return out8, (alpha > 0.1).astype(np.float32)
+    # the painted region itself counts even where a faint alpha (< 0.1) paints it: else isolated faint
+    # spots of a "texture" anomaly would be changed but labelled normal
+    return out8, ((alpha > 0.1) | mask).astype(np.float32)
 
 
 def _is_gray(image: np.ndarray) -> bool:

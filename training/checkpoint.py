@@ -34,6 +34,9 @@ def load_checkpoint(work_dir: Path, config: dict[str, Any]) -> dict[str, Any] | 
     except Exception as exc:
         msg = f"checkpoint {path} is unreadable ({exc}); delete it to start over"
         raise ConfigError(msg) from exc
+    if not isinstance(blob, dict) or "state" not in blob:
+        msg = f"checkpoint {path} is not a ProtoInspect training checkpoint; delete it to start over"
+        raise ConfigError(msg)
     if blob.get("config_json") != json.dumps(config, sort_keys=True):
         msg = f"checkpoint {path} was written with a different configuration or data; delete it or pass --no-resume"
         raise ConfigError(msg)

@@ -75,9 +75,6 @@ class DetectorTrainConfig:
         if self.encoder_crop > min(self.image_size):
             msg = f"encoder_crop {self.encoder_crop} exceeds image_size {self.image_size}"
             raise ConfigError(msg)
-        if self.encoder_steps == 0 and self.pretrained is None:
-            msg = "encoder_steps=0 needs pretrained weights; a random frozen encoder detects near chance"
-            raise ConfigError(msg)
         object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +148,11 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
         if not isinstance(loaded, dict):
             msg = f"{p}: top level must be a mapping"
             raise ConfigError(msg)
-        det = {**base["detector"], **loaded.pop("detector", {})}
+        det_section = loaded.pop("detector", None) or {}
+        if not isinstance(det_section, dict):
+            msg = f"{p}: 'detector' must be a mapping of detector settings"
+            raise ConfigError(msg)
+        det = {**base["detector"], **det_section}
         base = {**base, **loaded, "detector": det}
     if overrides:
         base = apply_overrides(base, overrides)

@@ -35,7 +35,8 @@ def reconstruction_loss(
     for w, f, r in zip(weights, features, recon):
         d = 1.0 - F.cosine_similarity(f, r, dim=1)  # B x h x w
         if hard_mining > 0:
-            m = (d / d.mean().clamp_min(1e-6)).detach() ** hard_mining
+            dd = d.detach().clamp_min(0.0)  # 1 - cos rounds to slightly below 0 where f == r
+            m = (dd / dd.mean().clamp_min(1e-6)) ** hard_mining
             d = d * m / m.mean().clamp_min(1e-6)
         total = total + w * d.mean()
     return total

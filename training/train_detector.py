@@ -199,6 +199,9 @@ def train_detector(
     state = load_checkpoint(work, fingerprint) if resume else None
 
     model = PrototypeDetectorNet(cfg.detector)
+    if cfg.encoder_steps == 0 and not cfg.pretrained:
+        log.warning("encoder_steps=0 without pretrained weights: the encoder stays RANDOM (an ablation; "
+                    "expect near-chance detection)")
     if cfg.pretrained:
         load_pretrained_weights(model.encoder, cfg.detector.encoder, cfg.pretrained)
     sampler = BatchSampler(train_pools, spec, cfg.seed)

@@ -142,14 +142,18 @@ def load_pretrained_weights(encoder: nn.Module, name: str, source: str) -> list[
         if not path.is_file():
             msg = f"pretrained weights file not found: {path}"
             raise ConfigError(msg)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch/safetensors raise many types for corrupt files
+            msg = f"pretrained weights file {path} is unreadable or not a weights file ({type(exc).__name__}: {exc})"
+            raise ConfigError(msg) from exc
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
     if not isinstance(state, dict):
         msg = f"{source}: expected a state_dict (mapping of tensors), got {type(state).__name__}"
         raise ConfigError(msg)

@@ -1,0 +1,52 @@
+"""Torch detector forward latency for one frame (pytest-benchmark; medians, no assertions on time).
+
+    python -m pytest benchmarks/bench_detector.py --benchmark-only --benchmark-columns=median,iqr,ops
+
+Uses the bundle in $PROTOINSPECT_BUNDLE when set (trained weights), else the default architecture with
+random weights (same cost). Threads: $PROTOINSPECT_THREADS (default 2, the target machine).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
+from sdk.preprocess import PreprocessSpec, preprocess_frame
+
+
+@pytest.fixture(scope="module")
+def detector() -> tuple[torch.nn.Module, PreprocessSpec]:
+    torch.set_num_threads(int(os.environ.get("PROTOINSPECT_THREADS", "2")))
+    path = os.environ.get("PROTOINSPECT_BUNDLE")
+    if path:
+        from sdk.bundle import load_bundle
+        from sdk.models.loading import load_detector_net
+
+        bundle = load_bundle(path)
+        return load_detector_net(bundle), bundle.manifest.preprocess_spec
+    return PrototypeDetectorNet(DetectorConfig()).eval(), PreprocessSpec()
+
+
+@pytest.mark.parametrize("part", ["full", "encoder", "decoder"])
+def test_forward_one_frame(benchmark, detector, part: str) -> None:
+    net, spec = detector
+    frame = np.random.default_rng(0).integers(0, 256, (*spec.image_size, 3), dtype=np.uint8)
+    x = torch.from_numpy(preprocess_frame(frame, spec))[None]
+    with torch.no_grad():
+        feats = net.encoder(x)
+        fn = {"full": lambda: net(x), "encoder": lambda: net.encoder(x), "decoder": lambda: net.decoder(feats)}[part]
+        for _ in range(5):
+            fn()
+        benchmark.extra_info["threads"] = torch.get_num_threads()
+        benchmark.extra_info["input"] = list(x.shape)
+        benchmark.pedantic(fn, rounds=50, iterations=1)
+
+
+def test_preprocess_one_frame(benchmark, detector) -> None:
+    _, spec = detector
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    benchmark.pedantic(lambda: preprocess_frame(frame, spec), rounds=100, iterations=1)

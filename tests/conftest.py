@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny synthetic multi-product dataset and the optional real MTD data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+MTD_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_products(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two synthetic products (a texture and an object on a belt) at 64 px, MVTec layout."""
+    from training.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    return generate_dataset(out, products=("tile", "washer"), image_size=64, num_train=10, num_test_good=4,
+                            num_test_per_defect=1, seed=3, progress=False)
+
+
+@pytest.fixture()
+def mtd_root() -> Path:
+    """The real Magnetic Tile Defect data beside the project, or skip."""
+    if not (MTD_ROOT / "train_normal_filenames.txt").is_file():
+        pytest.skip(f"MTD not present at {MTD_ROOT}")
+    return MTD_ROOT

@@ -1,0 +1,512 @@
+"""Tests of sdk.models: encoders and pretrained weights, the prototype decoder, the detector and bundle loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sdk.bundle import write_bundle
+from sdk.errors import BundleError, ConfigError, MissingDependencyError
+from sdk.models.encoder import ENCODERS, build_encoder, load_pretrained_weights
+from sdk.models.loading import load_detector_net
+from sdk.models.prototype_decoder import PrototypeDecoder, prototype_attention_reference
+from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
+from sdk.preprocess import PreprocessSpec
+
+SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors: one thread is fastest and does not fight a training job for the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    """Fresh (unseeded) randomness: every run draws new inputs."""
+    return np.random.default_rng()
+
+
+def _randn(rng: np.random.Generator, *shape: int) -> torch.Tensor:
+    return torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+@pytest.mark.parametrize("hw", [(64, 64), (64, 96)])
+def test_encoders_give_three_levels_at_strides_4_8_16(rng: np.random.Generator, name: str, hw: tuple[int, int]) -> None:
+    enc = build_encoder(name).eval()
+    assert isinstance(enc, ENCODERS[name])
+    assert len(enc.channels) == 3
+    x = _randn(rng, 2, 3, *hw)
+    with torch.no_grad():
+        feats = enc(x)
+    assert len(feats) == 3
+    for f, c, stride in zip(feats, enc.channels, (4, 8, 16)):
+        assert tuple(f.shape) == (2, c, hw[0] // stride, hw[1] // stride)
+        assert f.dtype == torch.float32 and torch.isfinite(f).all()
+
+
+def test_build_encoder_unknown_name_lists_choices() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_encoder("resnet1000")
+    msg = str(info.value)
+    assert "resnet1000" in msg
+    for name in ENCODERS:
+        assert name in msg
+
+
+# ----------------------------------------------------------------------------- pretrained weights
+
+
+def _perturbed_resnet_state(rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    enc = build_encoder("resnet18")
+    state = {}
+    for k, v in enc.state_dict().items():
+        if v.is_floating_point():
+            state[k] = v + torch.from_numpy(rng.standard_normal(tuple(v.shape)).astype(np.float32))
+        else:  # num_batches_tracked
+            state[k] = torch.full_like(v, int(rng.integers(1, 10_000)))
+    return state
+
+
+def _assert_loaded(enc: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    own = enc.state_dict()
+    for k, v in own.items():
+        assert k in state, k
+        assert torch.equal(v, state[k]), k
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt"])
+def test_load_pretrained_pth_with_unused_fc(tmp_path: Path, rng: np.random.Generator, suffix: str) -> None:
+    state = _perturbed_resnet_state(rng)
+    ckpt = {**state, "fc.weight": _randn(rng, 10, 512)}  # as in torchvision's full ResNet checkpoint
+    path = tmp_path / f"resnet18{suffix}"
+    torch.save(ckpt, path)
+    fresh = build_encoder("resnet18")
+    assert not torch.equal(fresh.state_dict()["conv1.weight"], state["conv1.weight"])
+    unused = load_pretrained_weights(fresh, "resnet18", str(path))
+    assert unused == ["fc.weight"]
+    _assert_loaded(fresh, state)
+
+
+def test_load_pretrained_safetensors(tmp_path: Path, rng: np.random.Generator) -> None:
+    from safetensors.torch import save_file
+
+    state = _perturbed_resnet_state(rng)
+    path = tmp_path / "resnet18.safetensors"
+    save_file({**state, "fc.weight": _randn(rng, 10, 512)}, str(path))
+    fresh = build_encoder("resnet18")
+    assert load_pretrained_weights(fresh, "resnet18", str(path)) == ["fc.weight"]
+    _assert_loaded(fresh, state)
+
+
+def test_load_pretrained_nested_state_dict(tmp_path: Path, rng: np.random.Generator) -> None:
+    state = _perturbed_resnet_state(rng)
+    path = tmp_path / "lightning.ckpt.pth"
+    torch.save({"state_dict": {**state, "fc.weight": _randn(rng, 10, 512)}}, path)
+    fresh = build_encoder("resnet18")
+    assert load_pretrained_weights(fresh, "resnet18", str(path)) == ["fc.weight"]
+    _assert_loaded(fresh, state)
+
+
+def test_load_pretrained_without_num_batches_tracked(tmp_path: Path, rng: np.random.Generator) -> None:
+    state = {k: v for k, v in _perturbed_resnet_state(rng).items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old.pth"
+    torch.save(state, path)
+    fresh = build_encoder("resnet18")
+    assert load_pretrained_weights(fresh, "resnet18", str(path)) == []
+    own = fresh.state_dict()
+    for k, v in state.items():
+        assert torch.equal(own[k], v), k
+
+
+def test_load_pretrained_small_cnn_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
+    enc = build_encoder("small_cnn")
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(_randn(rng, *p.shape))
+    path = tmp_path / "small.pth"
+    torch.save(enc.state_dict(), path)
+    fresh = build_encoder("small_cnn")
+    assert load_pretrained_weights(fresh, "small_cnn", str(path)) == []
+    _assert_loaded(fresh, enc.state_dict())
+
+
+def test_load_pretrained_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.pth"
+    with pytest.raises(ConfigError, match="not found") as info:
+        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
+    assert "nope.pth" in str(info.value)
+
+
+def test_load_pretrained_wrong_shapes(tmp_path: Path, rng: np.random.Generator) -> None:
+    state = _perturbed_resnet_state(rng)
+    state["conv1.weight"] = _randn(rng, 64, 3, 3, 3)
+    path = tmp_path / "bad_shapes.pth"
+    torch.save(state, path)
+    enc = build_encoder("resnet18")
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    with pytest.raises(ConfigError, match="shape") as info:
+        load_pretrained_weights(enc, "resnet18", str(path))
+    assert "conv1.weight" in str(info.value)
+    for k, v in enc.state_dict().items():  # nothing was loaded
+        assert torch.equal(v, before[k]), k
+
+
+def test_load_pretrained_other_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "small.pth"
+    torch.save(build_encoder("small_cnn").state_dict(), path)
+    with pytest.raises(ConfigError, match="wrong architecture") as info:
+        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
+    assert "resnet18" in str(info.value)
+
+
+def test_load_pretrained_missing_tensors(tmp_path: Path, rng: np.random.Generator) -> None:
+    state = _perturbed_resnet_state(rng)
+    del state["layer3.1.conv2.weight"]
+    del state["bn1.running_var"]
+    path = tmp_path / "partial.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(state, str(path))
+    with pytest.raises(ConfigError, match="lacks 2") as info:
+        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
+    assert "layer3.1.conv2.weight" in str(info.value) or "bn1.running_var" in str(info.value)
+
+
+def test_load_pretrained_not_a_state_dict(tmp_path: Path) -> None:
+    path = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(ConfigError, match="state_dict"):
+        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed")
+def test_torchvision_weights_without_torchvision() -> None:
+    with pytest.raises(MissingDependencyError) as info:
+        load_pretrained_weights(build_encoder("resnet18"), "resnet18", "torchvision:DEFAULT")
+    assert isinstance(info.value, ImportError)
+    msg = str(info.value)
+    assert "pip install" in msg and "torchvision" in msg
+
+
+def test_torchvision_weights_for_unsupported_encoder() -> None:
+    with pytest.raises(ConfigError, match="local file"):
+        load_pretrained_weights(build_encoder("small_cnn"), "small_cnn", "torchvision:DEFAULT")
+
+
+# ----------------------------------------------------------------------------- decoder
+
+
+def _features(rng: np.random.Generator, b: int, channels: tuple[int, ...], hw: tuple[int, int]) -> list[torch.Tensor]:
+    return [_randn(rng, b, c, hw[0] // s, hw[1] // s) for c, s in zip(channels, (4, 8, 16))]
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (64, 96)])
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_decoder_output_shapes_match_inputs(rng: np.random.Generator, hw: tuple[int, int], dynamic: bool) -> None:
+    channels = (8, 16, 24)
+    dec = PrototypeDecoder(channels, embed_dim=32, num_prototypes=16, num_heads=2, topk=4, dynamic_prototypes=dynamic)
+    feats = _features(rng, 2, channels, hw)
+    for mode in (dec.train, dec.eval):
+        mode()
+        outs, tokens = dec.forward_with_tokens(feats)
+        assert [tuple(o.shape) for o in outs] == [tuple(f.shape) for f in feats]
+        assert tuple(tokens.shape) == (2, (hw[0] // 8) * (hw[1] // 8), 32)
+        assert all(torch.isfinite(o).all() for o in outs)
+    assert [tuple(o.shape) for o in dec(feats)] == [tuple(f.shape) for f in feats]
+    loss = dec.prototype_constraint(tokens)
+    assert loss.ndim == 0 and 0.0 <= float(loss.detach()) <= 2.0
+
+
+def _naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int | None) -> torch.Tensor:
+    """Per-query loop: softmax over the (top-k) prototype logits, weighted sum of values."""
+    b_, h_, n_, d_ = q.shape
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    out = torch.zeros(b_, h_, n_, v.shape[-1], dtype=torch.float64)
+    for b in range(b_):
+        for h in range(h_):
+            kk = k64[h] if k64.ndim == 3 else k64[b, h]
+            vv = v64[h] if v64.ndim == 3 else v64[b, h]
+            for n in range(n_):
+                logits = [float(q64[b, h, n] @ kk[m]) / math.sqrt(d_) for m in range(kk.shape[0])]
+                keep = sorted(range(len(logits)), key=lambda m: -logits[m])[: topk or len(logits)]
+                mx = max(logits[m] for m in keep)
+                w = {m: math.exp(logits[m] - mx) for m in keep}
+                z = sum(w.values())
+                for m, wm in w.items():
+                    out[b, h, n] += (wm / z) * vv[m]
+    return out
+
+
+@pytest.mark.parametrize("batched_prototypes", [False, True])
+@pytest.mark.parametrize("topk", [None, 3, 7, 10])
+def test_prototype_attention_matches_naive_loop(
+    rng: np.random.Generator, batched_prototypes: bool, topk: int | None
+) -> None:
+    b, h, n, m, d = 2, 2, 5, 7, 4
+    q = _randn(rng, b, h, n, d) * 2
+    kshape = (b, h, m, d) if batched_prototypes else (h, m, d)
+    k = _randn(rng, *kshape) * 2
+    v = _randn(rng, *kshape)
+    out = prototype_attention_reference(q, k, v, topk=topk)
+    assert tuple(out.shape) == (b, h, n, d)
+    torch.testing.assert_close(out.double(), _naive_attention(q, k, v, topk), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("batched_prototypes", [False, True])
+def test_prototype_attention_topk_keeps_exactly_k_weights(rng: np.random.Generator, batched_prototypes: bool) -> None:
+    b, h, n, m, d = 2, 2, 5, 7, 4
+    q = _randn(rng, b, h, n, d) * 2
+    k = _randn(rng, *((b, h, m, d) if batched_prototypes else (h, m, d))) * 2
+    eye = torch.eye(m).expand(*((b, h, m, m) if batched_prototypes else (h, m, m)))
+    weights = prototype_attention_reference(q, k, eye, topk=3)  # values = identity -> the attention weights
+    assert tuple(weights.shape) == (b, h, n, m)
+    assert ((weights > 0).sum(-1) == 3).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(b, h, n), rtol=0, atol=1e-6)
+    logits = q @ k.transpose(-1, -2)
+    top3 = torch.topk(logits, 3, dim=-1).indices
+    kept = weights.gather(-1, top3)
+    torch.testing.assert_close(kept.sum(-1), torch.ones(b, h, n), rtol=0, atol=1e-6)
+    full = prototype_attention_reference(q, k, eye)
+    assert ((full > 0).sum(-1) == m).all()
+
+
+def test_prototype_attention_custom_scale(rng: np.random.Generator) -> None:
+    q, k, v = _randn(rng, 1, 2, 3, 4), _randn(rng, 2, 5, 4), _randn(rng, 2, 5, 4)
+    torch.testing.assert_close(
+        prototype_attention_reference(q, k, v, scale=1.0),
+        prototype_attention_reference(q * 2, k, v),  # default 1/sqrt(4) = 1/2
+        rtol=0, atol=1e-5,
+    )
+
+
+def _static_decoder(channels: tuple[int, ...]) -> PrototypeDecoder:
+    return PrototypeDecoder(channels, embed_dim=32, num_prototypes=16, num_heads=2, dynamic_prototypes=False).eval()
+
+
+def test_decoder_has_no_query_residual_constant_prototypes(rng: np.random.Generator) -> None:
+    channels = (8, 16, 24)
+    dec = _static_decoder(channels)
+    torch.nn.init.constant_(dec.prototypes, float(rng.uniform(-1, 1)))
+    with torch.no_grad():
+        a = dec(_features(rng, 2, channels, (64, 64)))
+        b = dec(_features(rng, 2, channels, (64, 64)))
+    for ra, rb in zip(a, b):
+        torch.testing.assert_close(ra, rb, rtol=0, atol=1e-5)
+
+
+def test_decoder_has_no_query_residual_identical_random_prototypes(rng: np.random.Generator) -> None:
+    """Stronger form: all prototypes the same random vector (not wiped out by LayerNorm)."""
+    channels = (8, 16, 24)
+    dec = _static_decoder(channels)
+    with torch.no_grad():
+        dec.prototypes.copy_(_randn(rng, 1, 32).expand(16, 32))
+        fa, fb = _features(rng, 2, channels, (64, 64)), _features(rng, 3, channels, (64, 64))
+        a, b = dec(fa), dec(fb)
+    for ra, rb in zip(a, b):
+        # every location of every image gets the same vector
+        torch.testing.assert_close(ra, rb[:2], rtol=0, atol=1e-5)
+        torch.testing.assert_close(ra, ra[:1, :, :1, :1].expand_as(ra), rtol=0, atol=1e-5)
+    # sanity: with distinct prototypes the reconstruction does depend on the input
+    dec2 = _static_decoder(channels)
+    with torch.no_grad():
+        dec2.prototypes.copy_(_randn(rng, 16, 32))
+        assert not torch.allclose(dec2(fa)[0], dec2(fb)[0][:2], atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+def _net(**kwargs: object) -> PrototypeDetectorNet:
+    return PrototypeDetectorNet(DetectorConfig(**{**SMALL, **kwargs})).eval()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("frac", [0.01, 0.1, 1.0])
+def test_detector_forward_shapes_and_score(rng: np.random.Generator, frac: float) -> None:
+    net = _net(score_top_fraction=frac)
+    x = _randn(rng, 2, 3, 64, 64)
+    with torch.no_grad():
+        amap, score = net(x)
+    assert tuple(amap.shape) == (2, 1, 64, 64) and amap.dtype == torch.float32
+    assert tuple(score.shape) == (2,)
+    flat = np.sort(amap.numpy().reshape(2, -1), axis=1)[:, ::-1]
+    k = max(1, int(round(64 * 64 * frac)))
+    expected = flat[:, :k].mean(axis=1)
+    np.testing.assert_allclose(score.numpy(), expected, rtol=1e-5, atol=1e-6)
+    if frac == 1.0:
+        np.testing.assert_allclose(score.numpy(), amap.numpy().reshape(2, -1).mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_detector_non_square_input(rng: np.random.Generator) -> None:
+    net = _net()
+    with torch.no_grad():
+        amap, score = net(_randn(rng, 1, 3, 64, 96))
+    assert tuple(amap.shape) == (1, 1, 64, 96) and tuple(score.shape) == (1,)
+
+
+def test_detector_fused_map_adds_the_segmentation_term(rng: np.random.Generator) -> None:
+    torch.manual_seed(int(rng.integers(2**31)))
+    proto_net = _net(blur_sigma=0.0)
+    fused_net = PrototypeDetectorNet(DetectorConfig(**{**SMALL, "map_mode": "fused", "blur_sigma": 0.0})).eval()
+    fused_net.load_state_dict(proto_net.state_dict())
+    norm = torch.tensor([[float(rng.uniform(0, 1)), float(rng.uniform(0.5, 2))],
+                         [float(rng.uniform(0, 1)), float(rng.uniform(0.5, 2))]])
+    proto_net.map_norm.copy_(norm)
+    fused_net.map_norm.copy_(norm)
+    x = _randn(rng, 2, 3, 64, 64)
+    with torch.no_grad():
+        pmap, _ = proto_net(x)
+        fmap, fscore = fused_net(x)
+        raw_proto, raw_seg = fused_net.raw_maps(x)
+    assert tuple(fmap.shape) == (2, 1, 64, 64) and tuple(fscore.shape) == (2,)
+    torch.testing.assert_close(pmap, (raw_proto - norm[0, 0]) / norm[0, 1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fmap - pmap, (raw_seg - norm[1, 0]) / norm[1, 1], rtol=1e-5, atol=1e-5)
+    # and with blur the fused mode still runs
+    with torch.no_grad():
+        amap, score = _net(map_mode="fused")(x)
+    assert tuple(amap.shape) == (2, 1, 64, 64) and torch.isfinite(score).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs,word",
+    [
+        ({"map_mode": "pixel"}, "map_mode"),
+        ({"score_top_fraction": 0.0}, "score_top_fraction"),
+        ({"score_top_fraction": 1.5}, "score_top_fraction"),
+        ({"score_top_fraction": -0.1}, "score_top_fraction"),
+        ({"num_prototypes": 0}, "num_prototypes"),
+        ({"embed_dim": 30, "num_heads": 4}, "divisible"),
+    ],
+)
+def test_detector_config_rejects_bad_values(kwargs: dict, word: str) -> None:
+    with pytest.raises(ConfigError, match=word):
+        DetectorConfig(**kwargs)
+
+
+def test_detector_config_from_dict_rejects_unknown_keys() -> None:
+    d = DetectorConfig(**SMALL).to_dict()
+    d["num_protoypes"] = 3
+    with pytest.raises(ConfigError, match="num_protoypes") as info:
+        DetectorConfig.from_dict(d)
+    assert "num_prototypes" in str(info.value)  # lists the known keys
+
+
+def test_detector_config_round_trip(rng: np.random.Generator) -> None:
+    cfg = DetectorConfig(encoder="resnet18", topk=int(rng.integers(1, 8)), dynamic_prototypes=False,
+                         map_mode="fused", score_top_fraction=float(rng.uniform(0.01, 1)),
+                         level_weights=(1, 2, 3), **SMALL)
+    d = cfg.to_dict()
+    back = DetectorConfig.from_dict(json.loads(json.dumps(d)))
+    assert back == cfg
+    assert back.to_dict() == d
+    assert back.level_weights == (1.0, 2.0, 3.0)
+    assert DetectorConfig.from_dict({}) == DetectorConfig()
+
+
+def test_detector_rejects_wrong_number_of_level_weights() -> None:
+    with pytest.raises(ConfigError, match="level_weights"):
+        PrototypeDetectorNet(DetectorConfig(level_weights=(1.0, 1.0), **SMALL))
+
+
+def test_freeze_encoder_keeps_it_frozen_in_train_mode(rng: np.random.Generator) -> None:
+    net = _net()
+    net.freeze_encoder()
+    net.train()
+    assert net.training and net.decoder.training
+    assert not net.encoder.training and not net.seg_head.training
+    assert all(not m.training for m in net.encoder.modules())
+    assert all(not p.requires_grad for p in net.encoder.parameters())
+    assert all(not p.requires_grad for p in net.seg_head.parameters())
+    assert all(p.requires_grad for p in net.decoder.parameters())
+    stats = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    amap, score = net(_randn(rng, 2, 3, 64, 64))
+    score.sum().backward()
+    for k, v in net.encoder.state_dict().items():  # BatchNorm statistics did not move
+        assert torch.equal(v, stats[k]), k
+    assert net.decoder.prototypes.grad is not None
+    assert all(p.grad is None for p in net.encoder.parameters())
+
+
+def test_unfrozen_encoder_trains() -> None:
+    net = _net()
+    net.train()
+    assert net.encoder.training and net.seg_head.training
+
+
+# ----------------------------------------------------------------------------- bundle loading
+
+
+def _write_detector_bundle(out: Path, net: PrototypeDetectorNet, config: dict) -> None:
+    from safetensors.torch import save
+
+    write_bundle(
+        out,
+        manifest_fields={
+            "preprocess": PreprocessSpec(image_size=(64, 64)),
+            "model": {"architecture": "PrototypeDetectorNet", "config": config, "weights": "detector.safetensors"},
+            "thresholds": {"image": 0.5, "pixel": 0.5, "calibration": {}},
+        },
+        files={"detector.safetensors": save(net.state_dict())},
+    )
+
+
+def test_load_detector_net_reproduces_outputs(tmp_path: Path, rng: np.random.Generator) -> None:
+    torch.manual_seed(int(rng.integers(2**31)))
+    cfg = DetectorConfig(topk=5, **SMALL)
+    net = PrototypeDetectorNet(cfg).eval()
+    with torch.no_grad():
+        net.map_norm.copy_(torch.tensor([[0.1, 2.0], [0.3, 0.5]]))
+        net.decoder.prototypes.add_(_randn(rng, *net.decoder.prototypes.shape))
+    _write_detector_bundle(tmp_path / "bundle", net, cfg.to_dict())
+    loaded = load_detector_net(tmp_path / "bundle")
+    assert isinstance(loaded, PrototypeDetectorNet) and not loaded.training
+    assert loaded.config == cfg
+    x = _randn(rng, 2, 3, 64, 64)
+    with torch.no_grad():
+        ref_map, ref_score = net(x)
+        map_, score = loaded(x)
+    torch.testing.assert_close(map_, ref_map, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(score, ref_score, rtol=1e-6, atol=1e-6)
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_load_detector_net_config_does_not_fit_weights(tmp_path: Path) -> None:
+    cfg = DetectorConfig(**SMALL)
+    net = PrototypeDetectorNet(cfg)
+    wrong = {**cfg.to_dict(), "num_prototypes": 24}
+    _write_detector_bundle(tmp_path / "bundle", net, wrong)
+    with pytest.raises(BundleError, match="detector.safetensors") as info:
+        load_detector_net(tmp_path / "bundle")
+    assert "config" in str(info.value)
+
+
+def test_load_detector_net_wrong_architecture(tmp_path: Path) -> None:
+    from safetensors.torch import save
+
+    net = PrototypeDetectorNet(DetectorConfig(**SMALL))
+    write_bundle(
+        tmp_path / "bundle",
+        manifest_fields={
+            "preprocess": PreprocessSpec(image_size=(64, 64)),
+            "model": {"architecture": "PatchCore", "config": {}},
+            "thresholds": {"image": 0.5, "pixel": 0.5, "calibration": {}},
+        },
+        files={"detector.safetensors": save(net.state_dict())},
+    )
+    with pytest.raises(BundleError, match="PatchCore"):
+        load_detector_net(tmp_path / "bundle")
