@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-KINDS = ("texture", "intensity", "cutpaste", "curve")
+KINDS = ("texture", "intensity", "cutpaste", "curve", "smooth")
 
 
 def smooth_noise(rng: np.random.Generator, size: tuple[int, int], scale: int) -> np.ndarray:
@@ -22,8 +22,10 @@ def smooth_noise(rng: np.random.Generator, size: tuple[int, int], scale: int) ->
     return (noise - lo) / max(hi - lo, 1e-6)
 
 
-def blob_mask(rng: np.random.Generator, size: tuple[int, int], max_area: float = 0.08) -> np.ndarray:
-    """A bool mask of one to a few smooth blobs covering at most ``max_area`` of the image."""
+def blob_mask(
+    rng: np.random.Generator, size: tuple[int, int], max_area: float = 0.08, max_window: float = 0.5
+) -> np.ndarray:
+    """A bool mask of smooth blobs inside a random window (sides <= ``max_window``), area <= ``max_area``."""
     h, w = size
     for _ in range(20):
         scale = int(rng.choice([2, 4, 6, 8, 12, 16]))
@@ -31,7 +33,7 @@ def blob_mask(rng: np.random.Generator, size: tuple[int, int], max_area: float =
         thr = rng.uniform(0.7, 0.95)
         mask = noise > thr
         # keep a random local window so defects are localised, not scattered over the image
-        ch, cw = int(h * rng.uniform(0.1, 0.5)), int(w * rng.uniform(0.1, 0.5))
+        ch, cw = int(h * rng.uniform(0.1, max_window)), int(w * rng.uniform(0.1, max_window))
         y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         window = np.zeros(size, bool)
         window[y0 : y0 + ch, x0 : x0 + cw] = True
@@ -127,6 +129,12 @@ def _paste_once(
         gain = rng.uniform(0.3, 0.8) if rng.random() < 0.5 else rng.uniform(1.3, 2.0)
         target = img * gain + rng.uniform(-30, 30, size=3)
         alpha = _feather(mask, rng)
+    elif kind == "smooth":
+        # large, low-contrast shading or coating change (discolouration, uneven surface)
+        mask = blob_mask(rng, (h, w), max_area=0.3, max_window=0.8)
+        gain = rng.uniform(0.6, 0.85) if rng.random() < 0.5 else rng.uniform(1.15, 1.5)
+        target = img * gain
+        alpha = cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 0)
     elif kind == "texture":
         mask = blob_mask(rng, (h, w))
         target = _foreign_texture(image, source, rng)
