@@ -17,6 +17,21 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors: one thread is fastest and does not fight a training job for the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    """Fresh (unseeded) randomness: every run draws new inputs."""
+    return np.random.default_rng()
+
+
 @pytest.fixture(scope="session")
 def tiny_products(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two synthetic products (a texture and an object on a belt) at 64 px, MVTec layout."""

@@ -22,20 +22,6 @@ from sdk.preprocess import PreprocessSpec
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread is fastest and does not fight a training job for the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture()
-def rng() -> np.random.Generator:
-    """Fresh (unseeded) randomness: every run draws new inputs."""
-    return np.random.default_rng()
-
 
 def _randn(rng: np.random.Generator, *shape: int) -> torch.Tensor:
     return torch.from_numpy(rng.standard_normal(shape).astype(np.float32))

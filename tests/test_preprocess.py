@@ -21,7 +21,7 @@ from sdk.preprocess import (
     resize_to_rgb,
     validate_frame,
 )
-from training.batches import _to_tensor, load_resized
+from training.batches import images_to_tensor, load_resized
 from training.datasets import Sample
 
 SPEC = PreprocessSpec(image_size=(64, 64))
@@ -56,7 +56,7 @@ def test_training_and_runtime_transforms_are_identical_rgb(
 
     train_images = load_resized([sample], "rgb", spec)
     assert train_images.shape == (1, 64, 64, 3) and train_images.dtype == np.uint8
-    train = _to_tensor(train_images, spec).numpy()
+    train = images_to_tensor(train_images, spec).numpy()
 
     bgr = cv2.imread(str(path))  # what a camera / OpenCV pipeline hands the SDK
     runtime = preprocess_frame(bgr, spec, color_order="bgr")
@@ -75,7 +75,7 @@ def test_training_and_runtime_transforms_are_identical_gray(
     assert cv2.imwrite(str(path), gray)
     sample = Sample(image_path=path, label=0, defect_type="good", mask_path=None)
 
-    train = _to_tensor(load_resized([sample], "gray", SPEC), SPEC).numpy()[0]
+    train = images_to_tensor(load_resized([sample], "gray", SPEC), SPEC).numpy()[0]
     as_bgr = cv2.imread(str(path))  # default IMREAD_COLOR: 3 equal channels
     as_gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     np.testing.assert_array_equal(train, preprocess_frame(as_bgr, SPEC, color_order="bgr"))

@@ -20,20 +20,6 @@ from training.losses import dice_loss, focal_loss, reconstruction_loss
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread is fastest and does not fight a training job for the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture()
-def rng() -> np.random.Generator:
-    """Fresh (unseeded) randomness: every run draws new inputs."""
-    return np.random.default_rng()
-
 
 # ----------------------------------------------------------------------------- config
 

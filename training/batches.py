@@ -26,7 +26,8 @@ def load_resized(samples: Sequence[Sample], channels: str, spec: PreprocessSpec,
     return out
 
 
-def _to_tensor(images: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
+def images_to_tensor(images: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
+    """N x H x W x 3 uint8 RGB at model size -> N x 3 x H x W float32 normalised (sdk.preprocess.normalize)."""
     return torch.from_numpy(np.stack([normalize(im, spec) for im in images]))
 
 
@@ -67,11 +68,7 @@ class BatchSampler:
             x = int(self.rng.integers(0, img.shape[1] - crop + 1))
             images.append(np.ascontiguousarray(img[y : y + crop, x : x + crop]))
             masks.append(mask[y : y + crop, x : x + crop])
-        return _to_tensor(np.stack(images), self.spec), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
-
-    def normal_batch(self, batch: int) -> torch.Tensor:
-        """Full-size normal images, unaugmented (what the line camera sees) -> B x 3 x H x W."""
-        return _to_tensor(np.stack([self._draw()[0] for _ in range(batch)]), self.spec)
+        return images_to_tensor(np.stack(images), self.spec), torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))
 
     def state(self) -> dict:
         """Random state for checkpoints."""
@@ -101,7 +98,7 @@ class FeatureCache:
             for pool in pools:
                 chunks: list[list[torch.Tensor]] = []
                 for i in range(0, len(pool), batch):
-                    feats = encoder(_to_tensor(pool[i : i + batch], spec))
+                    feats = encoder(images_to_tensor(pool[i : i + batch], spec))
                     chunks.append([f.half() for f in feats])
                     bar.update(len(pool[i : i + batch]))
                 self.levels.append([torch.cat([c[lvl] for c in chunks]) for lvl in range(len(chunks[0]))])

@@ -62,11 +62,14 @@ def predict_dataset(net: torch.nn.Module, ds: Dataset, spec: Any, batch: int = 1
 
 
 def evaluate_detector(data: Sequence[str | Path], bundle: str | Path, *, data_format: str = "auto",
-                      progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``bundle`` on every dataset; returns {"datasets": {name: metrics}, "mean": {...}, ...}."""
+                      progress: bool = True, map_mode: str | None = None) -> dict[str, Any]:
+    """Evaluate ``bundle`` on every dataset; returns {"datasets": {name: metrics}, "mean": {...}, ...}.
+
+    ``map_mode`` overrides the bundle's anomaly-map mode (ablation; threshold-free metrics only).
+    """
     b = load_bundle(bundle)
     spec = b.manifest.preprocess_spec
-    net = load_detector_net(b)
+    net = load_detector_net(b, map_mode)
     results: dict[str, Any] = {}
     for d in data:
         ds = load_dataset(d, data_format)
@@ -85,6 +88,7 @@ def evaluate_detector(data: Sequence[str | Path], bundle: str | Path, *, data_fo
         results[name] = row
     mean = {k: float(np.mean([r[k] for r in results.values()])) for k in METRIC_KEYS}
     return {"bundle": str(b.path), "bundle_id": b.manifest.bundle_id, "datasets": results, "mean": mean,
+            "map_mode": net.config.map_mode,
             "image_threshold": b.manifest.thresholds["image"], "torch_threads": torch.get_num_threads()}
 
 
@@ -106,10 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="model bundle directory")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--format", default="auto", choices=["auto", "mvtec", "mtd"])
+    p.add_argument("--map-mode", choices=["prototype", "fused"], help="override the bundle's map mode (ablation)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
-        report = evaluate_detector(args.data, args.bundle, data_format=args.format, progress=not args.quiet)
+        report = evaluate_detector(args.data, args.bundle, data_format=args.format, progress=not args.quiet,
+                                   map_mode=args.map_mode)
     except ProtoInspectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

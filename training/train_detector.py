@@ -28,7 +28,7 @@ from sdk.bundle import write_bundle
 from sdk.models.encoder import load_pretrained_weights
 from sdk.models.prototype_detector import PrototypeDetectorNet
 from sdk.preprocess import PreprocessSpec
-from training.batches import BatchSampler, FeatureCache, load_resized
+from training.batches import BatchSampler, FeatureCache, images_to_tensor, load_resized
 from training.calibration import calibrate_thresholds, set_map_normalisation
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import DetectorTrainConfig, load_train_config
@@ -65,55 +65,41 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
 
 
-def _train_encoder(model, sampler, cfg, state, work_dir, fingerprint, progress) -> None:
-    params = list(model.encoder.parameters()) + list(model.seg_head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr_encoder, weight_decay=cfg.weight_decay)
+def _encoder_loss(model: PrototypeDetectorNet, sampler: BatchSampler, cfg: DetectorTrainConfig) -> torch.Tensor:
+    x, mask = sampler.encoder_batch(cfg.encoder_batch, cfg.encoder_crop, cfg.anomaly_fraction)
+    logits = model.seg_head(model.encoder(x))
+    target = F.adaptive_avg_pool2d(mask, logits.shape[-2:])
+    return focal_loss(logits, target) * 10 + dice_loss(logits, target)
+
+
+def _decoder_loss(model: PrototypeDetectorNet, cache: FeatureCache, cfg: DetectorTrainConfig) -> torch.Tensor:
+    features = cache.sample(cfg.decoder_batch)
+    recon, tokens = model.decoder.forward_with_tokens(features)
+    loss = reconstruction_loss(features, recon, model.level_weights)
+    return loss + cfg.constraint_weight * model.decoder.prototype_constraint(tokens)
+
+
+def _run_phase(phase: str, desc: str, params: list, steps: int, base_lr: float, loss_fn: Any,
+               sampler: BatchSampler | FeatureCache, model: PrototypeDetectorNet, cfg: DetectorTrainConfig,
+               state: dict | None, work_dir: Path, fingerprint: dict, progress: bool) -> None:
+    """One training phase: AdamW with warm-up + cosine, progress bar, periodic resumable checkpoints."""
+    opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=cfg.weight_decay)
     start = 0
-    if state and state["phase"] == "encoder":
+    if state and state["phase"] == phase:
         opt.load_state_dict(state["optim"])
         start = state["step"]
-    model.encoder.train()
-    model.seg_head.train()
-    bar = _progress(cfg.encoder_steps, "encoder (synthetic anomalies)", progress, start)
-    for step in range(start, cfg.encoder_steps):
+    bar = _progress(steps, desc, progress, start)
+    for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg.encoder_steps, cfg.lr_encoder)
-        x, mask = sampler.encoder_batch(cfg.encoder_batch, cfg.encoder_crop, cfg.anomaly_fraction)
-        logits = model.seg_head(model.encoder(x))
-        target = F.adaptive_avg_pool2d(mask, logits.shape[-2:])
-        loss = focal_loss(logits, target) * 10 + dice_loss(logits, target)
+            g["lr"] = _lr_at(step, steps, base_lr)
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.encoder_steps:
-            _save(work_dir, model, opt, "encoder", step + 1, sampler, fingerprint)
-    bar.close()
-
-
-def _train_decoder(model, sampler, cfg, state, work_dir, fingerprint, progress) -> None:
-    opt = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr_decoder, weight_decay=cfg.weight_decay)
-    start = 0
-    if state and state["phase"] == "decoder":
-        opt.load_state_dict(state["optim"])
-        start = state["step"]
-    model.train()
-    bar = _progress(cfg.decoder_steps, "prototype decoder (normal images)", progress, start)
-    for step in range(start, cfg.decoder_steps):
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg.decoder_steps, cfg.lr_decoder)
-        features = sampler.sample(cfg.decoder_batch)
-        recon, tokens = model.decoder.forward_with_tokens(features)
-        loss = reconstruction_loss(features, recon, model.level_weights)
-        loss = loss + cfg.constraint_weight * model.decoder.prototype_constraint(tokens)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.decoder_steps:
-            _save(work_dir, model, opt, "decoder", step + 1, sampler, fingerprint)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+            _save(work_dir, model, opt, phase, step + 1, sampler, fingerprint)
     bar.close()
 
 
@@ -135,9 +121,7 @@ def _restore_rng(sampler: BatchSampler | FeatureCache, saved: str) -> None:
 
 
 def _batches(images: np.ndarray, spec: PreprocessSpec, size: int = 16) -> list[torch.Tensor]:
-    from training.batches import _to_tensor
-
-    return [_to_tensor(images[i : i + size], spec) for i in range(0, len(images), size)]
+    return [images_to_tensor(images[i : i + size], spec) for i in range(0, len(images), size)]
 
 
 def train_detector(
@@ -212,13 +196,20 @@ def train_detector(
         torch.set_rng_state(state["torch_rng"])
         log.info("resuming %s phase at step %d from %s", state["phase"], state["step"], work)
     if cfg.encoder_steps and not (state and state["phase"] == "decoder"):
-        _train_encoder(model, sampler, cfg, state, work, fingerprint, progress)
+        model.encoder.train()
+        model.seg_head.train()
+        _run_phase("encoder", "encoder (synthetic anomalies)",
+                   [*model.encoder.parameters(), *model.seg_head.parameters()], cfg.encoder_steps, cfg.lr_encoder,
+                   lambda: _encoder_loss(model, sampler, cfg), sampler, model, cfg, state, work, fingerprint, progress)
     model.freeze_encoder()
     cache = FeatureCache(model.encoder, train_pools, spec, cfg.seed, progress)
     decoder_state = state if state and state["phase"] == "decoder" else None
     if decoder_state:
         _restore_rng(cache, decoder_state["sampler"])
-    _train_decoder(model, cache, cfg, decoder_state, work, fingerprint, progress)
+    model.train()
+    _run_phase("decoder", "prototype decoder (normal images)", list(model.decoder.parameters()), cfg.decoder_steps,
+               cfg.lr_decoder, lambda: _decoder_loss(model, cache, cfg), cache, model, cfg, decoder_state, work,
+               fingerprint, progress)
     train_seconds = time.perf_counter() - t0
 
     model.eval()

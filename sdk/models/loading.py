@@ -8,8 +8,11 @@ from sdk.bundle import Bundle, load_bundle
 from sdk.errors import BundleError
 
 
-def load_detector_net(bundle: Bundle | str | Path):  # -> PrototypeDetectorNet (torch is imported lazily)
+def load_detector_net(bundle: Bundle | str | Path, map_mode: str | None = None):  # -> PrototypeDetectorNet
     """Return the bundle's ``PrototypeDetectorNet`` in eval mode with its weights loaded.
+
+    ``map_mode`` overrides the manifest's (an ablation: the bundle's thresholds were calibrated for
+    its own mode, so only threshold-free metrics are comparable).
 
     Raises:
         BundleError: the bundle is invalid, or its weights do not fit the architecture it names.
@@ -24,7 +27,10 @@ def load_detector_net(bundle: Bundle | str | Path):  # -> PrototypeDetectorNet (
     if model_info.get("architecture") != "PrototypeDetectorNet":
         msg = f"{bundle.path / 'manifest.json'}: model architecture {model_info.get('architecture')!r} is not PrototypeDetectorNet"
         raise BundleError(msg)
-    net = PrototypeDetectorNet(DetectorConfig.from_dict(model_info["config"]))
+    config = dict(model_info["config"])
+    if map_mode is not None:
+        config["map_mode"] = map_mode
+    net = PrototypeDetectorNet(DetectorConfig.from_dict(config))
     weights_name = model_info.get("weights", "detector.safetensors")
     try:
         state = load_safetensors(bundle.read_bytes(weights_name))
