@@ -143,10 +143,16 @@ class PrototypeDecoder(nn.Module):
 
     def encode_tokens(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
         """Fuse the levels on the grid of ``grid_level`` -> (B x N x D tokens, (h, w))."""
-        h, w = features[self.grid_level].shape[-2:]
-        fused = torch.cat([F.adaptive_avg_pool2d(f, (h, w)) if f.shape[-1] > w else
-                           F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False) if f.shape[-1] < w
-                           else f for f in features], dim=1)
+        h, w = (int(v) for v in features[self.grid_level].shape[-2:])  # static under ONNX tracing
+        resized = []
+        for f in features:
+            fw = int(f.shape[-1])
+            if fw > w:  # finer level: average pooling by the (integer) stride ratio
+                f = F.avg_pool2d(f, kernel_size=fw // w)
+            elif fw < w:
+                f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
+            resized.append(f)
+        fused = torch.cat(resized, dim=1)
         if self.training and self.noise_std > 0:
             fused = fused + torch.randn_like(fused) * fused.std(dim=1, keepdim=True) * self.noise_std
         tokens = self.bottleneck(fused).flatten(2).transpose(1, 2)  # B x N x D

@@ -192,6 +192,6 @@ class PrototypeDetectorNet(nn.Module):
             amap = amap + (seg - self.map_norm[1, 0]) / self.map_norm[1, 1]
         amap = self._blur(amap)
         flat = amap.flatten(1)
-        k = max(1, int(round(flat.shape[1] * self.config.score_top_fraction)))
+        k = max(1, int(int(flat.shape[1]) * self.config.score_top_fraction + 0.5))  # static under tracing
         score = torch.topk(flat, k, dim=1).values.mean(dim=1)
         return amap, score
