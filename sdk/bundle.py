@@ -231,19 +231,34 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
             warnings.warn(f"new bundle written to {out}, but the old one at {backup} could not be removed: {exc}", stacklevel=3)
 
 
-def add_files(bundle_dir: str | os.PathLike[str], files: Mapping[str, FileSource]) -> Manifest:
+def add_files(
+    bundle_dir: str | os.PathLike[str],
+    files: Mapping[str, FileSource],
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> Manifest:
     """Add or replace artefacts (name -> bytes or ``pathlib.Path``) in a bundle; return the new manifest.
 
     New files are staged under hidden temporary names (a failure there leaves the bundle untouched),
     then ``os.replace``-d into place, ``manifest.json`` last. Entries of other files stay unchanged, so
     earlier tampering stays detectable. ``created_utc`` is kept; ``bundle_id`` is recomputed.
 
+    Args:
+        bundle_dir: an existing bundle.
+        files: artefact name -> contents.
+        extra: optional keys merged (top level, replacing) into the manifest's free-form ``extra``
+            in the same manifest write, e.g. ``{"onnx": {...}}`` describing an exported file.
+
     Raises:
         BundleError: the bundle cannot be loaded (see :func:`load_bundle`; hashes of untouched files
-            are not re-verified, sizes are), or a bad file name / source.
+            are not re-verified, sizes are), a bad file name / source, or ``extra`` is not a mapping
+            or not JSON-serialisable.
     """
     path = Path(bundle_dir)
     _check_sources(files)
+    if extra is not None and not isinstance(extra, Mapping):
+        msg = f"extra must be a mapping of key -> JSON value, got {type(extra).__name__}"
+        raise BundleError(msg)
     manifest = _read_manifest(path)
     _check_listed_files(path, manifest, verify=False, skip=set(files))
 
@@ -258,6 +273,8 @@ def add_files(bundle_dir: str | os.PathLike[str], files: Mapping[str, FileSource
             entries[name] = {"sha256": sha, "bytes": size}
         d = manifest.to_dict()
         d["files"] = entries
+        if extra is not None:
+            d["extra"] = {**d["extra"], **copy.deepcopy(dict(extra))}
         d["bundle_id"] = compute_bundle_id(entries)
         new_manifest, text = _finalise(d)
         fd, tmp_manifest = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.tmp-", dir=path)

@@ -25,3 +25,7 @@ class ConfigError(ProtoInspectError, ValueError):
 
 class MissingDependencyError(ProtoInspectError, ImportError):
     """An optional dependency is not installed; the message says what to install."""
+
+
+class ExportError(ProtoInspectError):
+    """Exporting a model failed a check: ONNX/torch parity above tolerance or a TensorRT-incompatible graph."""

@@ -496,3 +496,24 @@ def test_load_detector_net_wrong_architecture(tmp_path: Path) -> None:
     )
     with pytest.raises(BundleError, match="PatchCore"):
         load_detector_net(tmp_path / "bundle")
+
+
+def test_inference_overrides_change_only_inference(tmp_path: Path, rng: np.random.Generator) -> None:
+    from sdk.errors import ConfigError
+
+    cfg = DetectorConfig(**SMALL)
+    net = PrototypeDetectorNet(cfg).eval()
+    _write_detector_bundle(tmp_path / "bundle", net, cfg.to_dict())
+    x = _randn(rng, 1, 3, 64, 64)
+    weights = (0.0, 0.0, 1.0)
+    tuned = load_detector_net(tmp_path / "bundle", {"level_weights": weights, "blur_sigma": 0.0, "map_mode": "fused"})
+    assert tuned.config.level_weights == weights and tuned.config.map_mode == "fused"
+    with torch.no_grad():
+        proto, _ = tuned.raw_maps(x)
+        feats = tuned.encoder(x)
+        only_deepest = 1.0 - torch.nn.functional.cosine_similarity(feats[2], tuned.decoder(feats)[2], dim=1)
+    expected = torch.nn.functional.interpolate(only_deepest[:, None], size=(64, 64), mode="bilinear",
+                                               align_corners=False)
+    torch.testing.assert_close(proto, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="changes the weights"):
+        load_detector_net(tmp_path / "bundle", {"embed_dim": 64})

@@ -62,14 +62,14 @@ def predict_dataset(net: torch.nn.Module, ds: Dataset, spec: Any, batch: int = 1
 
 
 def evaluate_detector(data: Sequence[str | Path], bundle: str | Path, *, data_format: str = "auto",
-                      progress: bool = True, map_mode: str | None = None) -> dict[str, Any]:
+                      progress: bool = True, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``bundle`` on every dataset; returns {"datasets": {name: metrics}, "mean": {...}, ...}.
 
-    ``map_mode`` overrides the bundle's anomaly-map mode (ablation; threshold-free metrics only).
+    ``overrides`` replaces inference-only detector settings (ablations; threshold-free metrics only).
     """
     b = load_bundle(bundle)
     spec = b.manifest.preprocess_spec
-    net = load_detector_net(b, map_mode)
+    net = load_detector_net(b, overrides)
     results: dict[str, Any] = {}
     for d in data:
         ds = load_dataset(d, data_format)
@@ -88,7 +88,7 @@ def evaluate_detector(data: Sequence[str | Path], bundle: str | Path, *, data_fo
         results[name] = row
     mean = {k: float(np.mean([r[k] for r in results.values()])) for k in METRIC_KEYS}
     return {"bundle": str(b.path), "bundle_id": b.manifest.bundle_id, "datasets": results, "mean": mean,
-            "map_mode": net.config.map_mode,
+            "detector_overrides": overrides or {},
             "image_threshold": b.manifest.thresholds["image"], "torch_threads": torch.get_num_threads()}
 
 
@@ -103,6 +103,16 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    from training.config import apply_overrides
+
+    from sdk.models.loading import INFERENCE_SETTINGS
+
+    base = {k: None for k in INFERENCE_SETTINGS}
+    parsed = apply_overrides(base, items)
+    return {k: v for k, v in parsed.items() if k in {i.split("=", 1)[0].strip() for i in items}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     p = argparse.ArgumentParser(prog="python -m training.evaluate_detector", description=__doc__.split("\n\n")[0])
@@ -110,12 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bundle", required=True, help="model bundle directory")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--format", default="auto", choices=["auto", "mvtec", "mtd"])
-    p.add_argument("--map-mode", choices=["prototype", "fused"], help="override the bundle's map mode (ablation)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="ablation: override an inference-only detector setting, e.g. map_mode=fused or score_top_fraction=0.001")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
         report = evaluate_detector(args.data, args.bundle, data_format=args.format, progress=not args.quiet,
-                                   map_mode=args.map_mode)
+                                   overrides=_parse_overrides(args.set))
     except ProtoInspectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

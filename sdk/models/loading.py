@@ -5,14 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdk.bundle import Bundle, load_bundle
-from sdk.errors import BundleError
+from sdk.errors import BundleError, ConfigError
 
 
-def load_detector_net(bundle: Bundle | str | Path, map_mode: str | None = None):  # -> PrototypeDetectorNet
+# detector settings that only change inference, not the weights (safe to override for ablations)
+INFERENCE_SETTINGS = ("map_mode", "score_top_fraction", "blur_sigma", "level_weights")
+
+
+def load_detector_net(bundle: Bundle | str | Path, overrides: dict | None = None):  # -> PrototypeDetectorNet
     """Return the bundle's ``PrototypeDetectorNet`` in eval mode with its weights loaded.
 
-    ``map_mode`` overrides the manifest's (an ablation: the bundle's thresholds were calibrated for
-    its own mode, so only threshold-free metrics are comparable).
+    ``overrides`` replaces inference-only settings (:data:`INFERENCE_SETTINGS`) for ablations; the
+    bundle's thresholds were calibrated without them, so only threshold-free metrics are comparable.
 
     Raises:
         BundleError: the bundle is invalid, or its weights do not fit the architecture it names.
@@ -28,12 +32,17 @@ def load_detector_net(bundle: Bundle | str | Path, map_mode: str | None = None):
         msg = f"{bundle.path / 'manifest.json'}: model architecture {model_info.get('architecture')!r} is not PrototypeDetectorNet"
         raise BundleError(msg)
     config = dict(model_info["config"])
-    if map_mode is not None:
-        config["map_mode"] = map_mode
+    for key, value in (overrides or {}).items():
+        if key not in INFERENCE_SETTINGS:
+            msg = f"cannot override {key!r} at inference (changes the weights); allowed: {INFERENCE_SETTINGS}"
+            raise ConfigError(msg)
+        config[key] = value
     net = PrototypeDetectorNet(DetectorConfig.from_dict(config))
     weights_name = model_info.get("weights", "detector.safetensors")
     try:
         state = load_safetensors(bundle.read_bytes(weights_name))
+        # bundles written before these buffers became config-derived carry them; the config rebuilds them
+        state = {k: v for k, v in state.items() if k not in ("level_weights", "blur_kernel")}
         net.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as exc:
         msg = f"{bundle.path / weights_name}: weights do not match the manifest's model config ({exc}); re-create the bundle with `python -m training.train_detector ...`"

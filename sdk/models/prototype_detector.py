@@ -135,8 +135,10 @@ class PrototypeDetectorNet(nn.Module):
         )
         self.seg_head = SegmentationHead(channels)
         w = torch.tensor(config.level_weights, dtype=torch.float32)
-        self.register_buffer("level_weights", w / w.sum())
-        self.register_buffer("blur_kernel", _gaussian_kernel(config.blur_sigma) if config.blur_sigma > 0 else torch.ones(1))
+        # derived from the config, so not part of the weights (inference settings can change them)
+        self.register_buffer("level_weights", w / w.sum(), persistent=False)
+        kernel = _gaussian_kernel(config.blur_sigma) if config.blur_sigma > 0 else torch.ones(1)
+        self.register_buffer("blur_kernel", kernel, persistent=False)
         # (location, scale) of the prototype map and the segmentation map on held-out normal images
         self.register_buffer("map_norm", torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
 
