@@ -402,6 +402,27 @@ def test_add_files_failure_leaves_bundle_untouched(bundle_dir: Path, tmp_path: P
     load_bundle(bundle_dir)
 
 
+def test_add_files_merges_extra_in_the_same_manifest_write(bundle_dir: Path) -> None:
+    old = load_bundle(bundle_dir).manifest
+    record = {"file": "detector.onnx", "opset": 17, "parity": {"map_max_abs_diff": np.float32(2.5e-7)}}
+    new = add_files(bundle_dir, {"detector.onnx": b"graph"}, extra={"onnx": record})
+    assert load_bundle(bundle_dir).manifest == new
+    assert new.extra == {**old.extra, "onnx": {"file": "detector.onnx", "opset": 17, "parity": {"map_max_abs_diff": float(np.float32(2.5e-7))}}}
+    # a later call replaces that key and keeps the others
+    newer = add_files(bundle_dir, {"detector.onnx": b"graph2"}, extra={"onnx": {"opset": 18}})
+    assert newer.extra == {**old.extra, "onnx": {"opset": 18}}
+    assert add_files(bundle_dir, {"prototypes.npy": b"p"}).extra == newer.extra  # extra=None keeps it
+
+
+def test_add_files_bad_extra_leaves_bundle_untouched(bundle_dir: Path) -> None:
+    before = _snapshot(bundle_dir)
+    with pytest.raises(BundleError, match="extra must be a mapping"):
+        add_files(bundle_dir, {"detector.onnx": b"x"}, extra=["onnx"])  # type: ignore[arg-type]
+    with pytest.raises(BundleError, match="'extra'.*NaN"):
+        add_files(bundle_dir, {"detector.onnx": b"x"}, extra={"onnx": {"diff": float("nan")}})
+    assert _snapshot(bundle_dir) == before
+
+
 def test_add_files_refuses_broken_bundle(bundle_dir: Path) -> None:
     (bundle_dir / "prototypes.npy").write_bytes(b"")
     with pytest.raises(BundleError, match=r"prototypes\.npy.*truncated"):
