@@ -346,7 +346,7 @@ def test_detector_non_square_input(rng: np.random.Generator) -> None:
 
 def test_detector_fused_map_adds_the_segmentation_term(rng: np.random.Generator) -> None:
     torch.manual_seed(int(rng.integers(2**31)))
-    proto_net = _net(blur_sigma=0.0)
+    proto_net = _net(blur_sigma=0.0, map_mode="prototype")
     fused_net = PrototypeDetectorNet(DetectorConfig(**{**SMALL, "map_mode": "fused", "blur_sigma": 0.0})).eval()
     fused_net.load_state_dict(proto_net.state_dict())
     norm = torch.tensor([[float(rng.uniform(0, 1)), float(rng.uniform(0.5, 2))],

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from sdk.bundle import write_bundle
 from sdk.models.encoder import load_pretrained_weights
+from sdk.models.loading import INFERENCE_SETTINGS
 from sdk.models.prototype_detector import PrototypeDetectorNet
 from sdk.preprocess import PreprocessSpec
 from training.batches import BatchSampler, FeatureCache, images_to_tensor, load_resized
@@ -179,7 +180,10 @@ def train_detector(
         ds_info.append({"name": ds.name, "root": str(ds.root), "format": ds.format, "channels": ds.channels,
                         "num_train": len(train), "num_holdout": len(hold)})
         log.info("%s: %d training, %d held-out normal images", ds.name, len(train), len(hold))
-    fingerprint = {"config": cfg.to_dict(), "datasets": ds_info}
+    # inference-only settings do not change training, so a checkpoint stays valid across them
+    train_relevant = cfg.to_dict()
+    train_relevant["detector"] = {k: v for k, v in train_relevant["detector"].items() if k not in INFERENCE_SETTINGS}
+    fingerprint = {"config": train_relevant, "datasets": ds_info}
     state = load_checkpoint(work, fingerprint) if resume else None
 
     model = PrototypeDetectorNet(cfg.detector)

@@ -41,8 +41,6 @@ def load_detector_net(bundle: Bundle | str | Path, overrides: dict | None = None
     weights_name = model_info.get("weights", "detector.safetensors")
     try:
         state = load_safetensors(bundle.read_bytes(weights_name))
-        # bundles written before these buffers became config-derived carry them; the config rebuilds them
-        state = {k: v for k, v in state.items() if k not in ("level_weights", "blur_kernel")}
         net.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as exc:
         msg = f"{bundle.path / weights_name}: weights do not match the manifest's model config ({exc}); re-create the bundle with `python -m training.train_detector ...`"

@@ -40,10 +40,10 @@ class DetectorConfig:
     dynamic_prototypes: bool = True
     noise_std: float = 0.2
     dropout: float = 0.2
-    map_mode: str = "prototype"
+    map_mode: str = "fused"
     blur_sigma: float = 4.0
     score_top_fraction: float = 0.01
-    level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 1.0))
+    level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 0.0))
 
     def __post_init__(self) -> None:
         if self.map_mode not in MAP_MODES:
@@ -141,6 +141,11 @@ class PrototypeDetectorNet(nn.Module):
         self.register_buffer("blur_kernel", kernel, persistent=False)
         # (location, scale) of the prototype map and the segmentation map on held-out normal images
         self.register_buffer("map_norm", torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001, ANN201
+        """As nn.Module's, ignoring config-derived buffers that weights written before v0.1 carried."""
+        state_dict = {k: v for k, v in state_dict.items() if k not in ("level_weights", "blur_kernel")}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def freeze_encoder(self) -> None:
         """Stop gradients and BatchNorm updates in the encoder and its segmentation head."""
