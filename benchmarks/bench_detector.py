@@ -36,7 +36,7 @@ def test_forward_one_frame(benchmark, detector, part: str) -> None:
     net, spec = detector
     frame = np.random.default_rng(0).integers(0, 256, (*spec.image_size, 3), dtype=np.uint8)
     x = torch.from_numpy(preprocess_frame(frame, spec))[None]
-    with torch.no_grad():
+    with torch.inference_mode():  # what a torch runtime uses
         feats = net.encoder(x)
         fn = {"full": lambda: net(x), "encoder": lambda: net.encoder(x), "decoder": lambda: net.decoder(feats)}[part]
         for _ in range(5):

@@ -359,8 +359,14 @@ def test_detector_fused_map_adds_the_segmentation_term(rng: np.random.Generator)
         fmap, fscore = fused_net(x)
         raw_proto, raw_seg = fused_net.raw_maps(x)
     assert tuple(fmap.shape) == (2, 1, 64, 64) and tuple(fscore.shape) == (2,)
-    torch.testing.assert_close(pmap, (raw_proto - norm[0, 0]) / norm[0, 1], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fmap - pmap, (raw_seg - norm[1, 0]) / norm[1, 1], rtol=1e-5, atol=1e-5)
+    # raw maps live on the stride-4 grid; the map is combined there and upsampled once (a linear op)
+    assert tuple(raw_proto.shape) == tuple(raw_seg.shape) == (2, 1, 16, 16)
+
+    def up(m: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(m, size=(64, 64), mode="bilinear", align_corners=False)
+
+    torch.testing.assert_close(pmap, up((raw_proto - norm[0, 0]) / norm[0, 1]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fmap - pmap, up((raw_seg - norm[1, 0]) / norm[1, 1]), rtol=1e-5, atol=1e-5)
     # and with blur the fused mode still runs
     with torch.no_grad():
         amap, score = _net(map_mode="fused")(x)
@@ -512,8 +518,8 @@ def test_inference_overrides_change_only_inference(tmp_path: Path, rng: np.rando
         proto, _ = tuned.raw_maps(x)
         feats = tuned.encoder(x)
         only_deepest = 1.0 - torch.nn.functional.cosine_similarity(feats[2], tuned.decoder(feats)[2], dim=1)
-    expected = torch.nn.functional.interpolate(only_deepest[:, None], size=(64, 64), mode="bilinear",
-                                               align_corners=False)
+    expected = torch.nn.functional.interpolate(only_deepest[:, None], size=(16, 16), mode="bilinear",
+                                               align_corners=False)  # raw maps are on the stride-4 grid
     torch.testing.assert_close(proto, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="changes the weights"):
         load_detector_net(tmp_path / "bundle", {"embed_dim": 64})

@@ -102,3 +102,23 @@ def test_train_cli_reports_a_wrong_layout(tmp_path: Path, capsys: pytest.Capture
     assert code == 2
     err = capsys.readouterr().err
     assert "not_a_dataset" in err and "train/good" in err
+
+
+def test_recalibrate_writes_a_new_bundle_and_keeps_the_old(tiny_products: list[Path], tmp_path: Path) -> None:
+    from sdk.bundle import sha256_file
+    from training.recalibrate import main as recalibrate_main
+
+    old = train_detector(tiny_products, tmp_path / "old", load_train_config(overrides=TINY), progress=False)
+    before = {p.name: sha256_file(p) for p in old.iterdir()}
+    new = tmp_path / "new"
+    assert recalibrate_main(["--bundle", str(old), "--out", str(new), "--set", "map_mode=prototype", "--quiet"]) == 0
+    assert {p.name: sha256_file(p) for p in old.iterdir()} == before  # nothing the user saved is touched
+    old_m, new_m = load_bundle(old).manifest, load_bundle(new).manifest
+    assert new_m.model["config"]["map_mode"] == "prototype" and old_m.model["config"]["map_mode"] == "fused"
+    assert new_m.extra["recalibrated_from"] == old_m.bundle_id
+    assert new_m.thresholds["image"] != old_m.thresholds["image"]
+    assert new_m.thresholds["calibration"]["num_images"] == old_m.thresholds["calibration"]["num_images"]
+    # calibrating the same settings again reproduces the original thresholds exactly
+    same = tmp_path / "same"
+    assert recalibrate_main(["--bundle", str(old), "--out", str(same), "--quiet"]) == 0
+    assert load_bundle(same).manifest.thresholds["image"] == pytest.approx(old_m.thresholds["image"], rel=1e-6)

@@ -66,3 +66,13 @@ def calibrate_thresholds(
             "normal_score_max": float(scores.max()),
         },
     }
+
+
+def calibrate_detector(
+    model: PrototypeDetectorNet, batches: list[torch.Tensor], image_quantile: float, pixel_quantile: float
+) -> dict[str, Any]:
+    """Map normalisation, then thresholds, on held-out normal batches -> the manifest's ``thresholds``."""
+    norm = set_map_normalisation(model, batches)
+    thresholds = calibrate_thresholds(model, batches, image_quantile, pixel_quantile)
+    thresholds["calibration"]["map_normalisation"] = norm
+    return thresholds

@@ -103,7 +103,8 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["map_mode=fused", ...]`` -> {setting: value} for inference-only detector settings."""
     from training.config import apply_overrides
 
     from sdk.models.loading import INFERENCE_SETTINGS
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         report = evaluate_detector(args.data, args.bundle, data_format=args.format, progress=not args.quiet,
-                                   overrides=_parse_overrides(args.set))
+                                   overrides=parse_overrides(args.set))
     except ProtoInspectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

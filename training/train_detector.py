@@ -30,7 +30,7 @@ from sdk.models.loading import INFERENCE_SETTINGS
 from sdk.models.prototype_detector import PrototypeDetectorNet
 from sdk.preprocess import PreprocessSpec
 from training.batches import BatchSampler, FeatureCache, images_to_tensor, load_resized
-from training.calibration import calibrate_thresholds, set_map_normalisation
+from training.calibration import calibrate_detector
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import DetectorTrainConfig, load_train_config
 from training.datasets import Dataset, load_dataset, validate_dataset
@@ -121,8 +121,16 @@ def _restore_rng(sampler: BatchSampler | FeatureCache, saved: str) -> None:
     sampler.restore(json.loads(saved))
 
 
-def _batches(images: np.ndarray, spec: PreprocessSpec, size: int = 16) -> list[torch.Tensor]:
+def batches_of(images: np.ndarray, spec: PreprocessSpec, size: int = 16) -> list[torch.Tensor]:
+    """N x H x W x 3 uint8 images -> list of normalised B x 3 x H x W tensors."""
     return [images_to_tensor(images[i : i + size], spec) for i in range(0, len(images), size)]
+
+
+def serialize_weights(model: torch.nn.Module) -> bytes:
+    """The model's state dict as safetensors bytes (the bundle's weights file)."""
+    from safetensors.torch import save as save_safetensors
+
+    return save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
 
 
 def train_detector(
@@ -217,14 +225,9 @@ def train_detector(
     train_seconds = time.perf_counter() - t0
 
     model.eval()
-    hold_batches = [b for pool in hold_pools for b in _batches(pool, spec)]
-    norm = set_map_normalisation(model, hold_batches)
-    thresholds = calibrate_thresholds(model, hold_batches, cfg.threshold_quantile, cfg.pixel_quantile)
-    thresholds["calibration"]["map_normalisation"] = norm
-
-    from safetensors.torch import save as save_safetensors
-
-    weights = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()})
+    hold_batches = [b for pool in hold_pools for b in batches_of(pool, spec)]
+    thresholds = calibrate_detector(model, hold_batches, cfg.threshold_quantile, cfg.pixel_quantile)
+    weights = serialize_weights(model)
     manifest = write_bundle(
         out,
         manifest_fields={

@@ -137,7 +137,8 @@ class PrototypeDetectorNet(nn.Module):
         w = torch.tensor(config.level_weights, dtype=torch.float32)
         # derived from the config, so not part of the weights (inference settings can change them)
         self.register_buffer("level_weights", w / w.sum(), persistent=False)
-        kernel = _gaussian_kernel(config.blur_sigma) if config.blur_sigma > 0 else torch.ones(1)
+        # the map is blurred on the stride-4 grid: sigma in input pixels / 4
+        kernel = _gaussian_kernel(config.blur_sigma / 4) if config.blur_sigma > 0 else torch.ones(1)
         self.register_buffer("blur_kernel", kernel, persistent=False)
         # (location, scale) of the prototype map and the segmentation map on held-out normal images
         self.register_buffer("map_norm", torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
@@ -162,12 +163,20 @@ class PrototypeDetectorNet(nn.Module):
             self.seg_head.eval()
         return self
 
-    def feature_distance(self, features: list[torch.Tensor], recon: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """Level-weighted mean of 1 - cos over channels, upsampled to ``size`` -> B x 1 x H x W."""
+    def feature_distance(self, features: list[torch.Tensor], recon: list[torch.Tensor]) -> torch.Tensor:
+        """Level-weighted sum of ``1 - cos`` over channels on the finest grid -> B x 1 x H/4 x W/4.
+
+        Levels with weight 0 are skipped.
+        """
+        size = features[0].shape[-2:]
         total = None
         for i, (f, r) in enumerate(zip(features, recon)):
+            if float(self.config.level_weights[i]) == 0.0:
+                continue
             d = 1.0 - F.cosine_similarity(f, r, dim=1).unsqueeze(1)  # B x 1 x h x w
-            d = F.interpolate(d, size=size, mode="bilinear", align_corners=False) * self.level_weights[i]
+            if d.shape[-2:] != size:
+                d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+            d = d * self.level_weights[i]
             total = d if total is None else total + d
         return total
 
@@ -180,24 +189,23 @@ class PrototypeDetectorNet(nn.Module):
         return F.conv2d(F.pad(amap, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
 
     def raw_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bx3xHxW -> (prototype-distance map, segmentation probability map), both B x 1 x H x W, unblurred."""
-        size = x.shape[-2:]
+        """Bx3xHxW -> (prototype-distance map, segmentation probability), both B x 1 x H/4 x W/4, unblurred."""
         features = self.encoder(x)
-        recon = self.decoder(features)
-        proto = self.feature_distance(features, recon, size)
-        seg = torch.sigmoid(F.interpolate(self.seg_head(features), size=size, mode="bilinear", align_corners=False))
-        return proto, seg
+        return self.feature_distance(features, self.decoder(features)), torch.sigmoid(self.seg_head(features))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised Bx3xHxW -> (anomaly map B x 1 x H x W float32, image score B)."""
+        """Normalised Bx3xHxW -> (anomaly map B x 1 x H x W float32, image score B).
+
+        The map is combined and blurred on the stride-4 grid, then upsampled once to the input size.
+        """
         size = x.shape[-2:]
         features = self.encoder(x)
         recon = self.decoder(features)
-        amap = (self.feature_distance(features, recon, size) - self.map_norm[0, 0]) / self.map_norm[0, 1]
+        amap = (self.feature_distance(features, recon) - self.map_norm[0, 0]) / self.map_norm[0, 1]
         if self.config.map_mode == "fused":
-            seg = torch.sigmoid(F.interpolate(self.seg_head(features), size=size, mode="bilinear", align_corners=False))
+            seg = torch.sigmoid(self.seg_head(features))  # B x 1 x H/4 x W/4
             amap = amap + (seg - self.map_norm[1, 0]) / self.map_norm[1, 1]
-        amap = self._blur(amap)
+        amap = F.interpolate(self._blur(amap), size=size, mode="bilinear", align_corners=False)
         flat = amap.flatten(1)
         k = max(1, int(int(flat.shape[1]) * self.config.score_top_fraction + 0.5))  # static under tracing
         score = torch.topk(flat, k, dim=1).values.mean(dim=1)

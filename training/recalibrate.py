@@ -1,0 +1,89 @@
+"""Re-calibrate a detector bundle on its held-out defect-free images and write a NEW bundle.
+
+    python -m training.recalibrate --bundle OLD --out NEW [--data DIR ...]
+
+Use after a change of inference settings (e.g. ``--set map_mode=prototype``) or of the runtime's
+map computation. The held-out images are the ones training held out (same seed and split rule), read
+from the data folders recorded in the manifest unless ``--data`` points elsewhere. The old bundle is
+never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sdk.bundle import load_bundle, write_bundle
+from sdk.errors import ConfigError, ProtoInspectError
+from sdk.models.loading import load_detector_net
+from training.batches import load_resized
+from training.calibration import calibrate_detector
+from training.config import DetectorTrainConfig
+from training.datasets import load_dataset
+from training.train_detector import batches_of, serialize_weights, split_holdout
+
+
+def recalibrate_bundle(bundle: str | Path, out: str | Path, *, data: Sequence[str | Path] | None = None,
+                       overrides: dict[str, Any] | None = None, progress: bool = True, command: str = "") -> Path:
+    """Recompute map normalisation and thresholds of ``bundle`` (with inference ``overrides``) into ``out``."""
+    old = load_bundle(bundle)
+    m = old.manifest
+    training = m.extra.get("training")
+    if training is None:
+        msg = f"{old.path / 'manifest.json'} records no training config; re-train instead"
+        raise ConfigError(msg)
+    cfg = DetectorTrainConfig.from_dict(training)
+    roots = list(data) if data else [d["root"] for d in m.datasets]
+    if len(roots) != len(m.datasets):
+        msg = f"the bundle was trained on {len(m.datasets)} datasets; give as many --data folders ({len(roots)} given)"
+        raise ConfigError(msg)
+    net = load_detector_net(old, overrides)
+    spec = m.preprocess_spec
+    batches = []
+    for root, info in zip(roots, m.datasets):
+        ds = load_dataset(root, info["format"])
+        _, hold = split_holdout(ds, cfg)
+        if len(hold) != info["num_holdout"]:
+            msg = f"{root}: {len(hold)} held-out images, the bundle recorded {info['num_holdout']} (different data?)"
+            raise ConfigError(msg)
+        batches += batches_of(load_resized(hold, ds.channels, spec, progress), spec)
+    thresholds = calibrate_detector(net, batches, cfg.threshold_quantile, cfg.pixel_quantile)
+    model = dict(m.model)
+    model["config"] = net.config.to_dict()
+    extra = {**m.extra, "recalibrated_from": m.bundle_id}
+    write_bundle(out, manifest_fields={
+        "producer": {"command": command or "recalibrate_bundle()"},
+        "preprocess": spec, "model": model, "thresholds": thresholds, "classes": m.classes,
+        "datasets": m.datasets, "extra": extra,
+    }, files={model.get("weights", "detector.safetensors"): serialize_weights(net)})
+    return Path(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    p = argparse.ArgumentParser(prog="python -m training.recalibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", required=True, help="bundle to re-calibrate (left unchanged)")
+    p.add_argument("--out", required=True, help="new bundle directory")
+    p.add_argument("--data", action="append", help="dataset folders, in training order (default: from the manifest)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="inference-only detector setting")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    from training.evaluate_detector import parse_overrides
+
+    try:
+        out = recalibrate_bundle(args.bundle, args.out, data=args.data, overrides=parse_overrides(args.set),
+                                 progress=not args.quiet,
+                                 command=shlex.join(["python", "-m", "training.recalibrate", *(argv or sys.argv[1:])]))
+    except ProtoInspectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundle written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
