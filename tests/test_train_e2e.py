@@ -122,3 +122,11 @@ def test_recalibrate_writes_a_new_bundle_and_keeps_the_old(tiny_products: list[P
     same = tmp_path / "same"
     assert recalibrate_main(["--bundle", str(old), "--out", str(same), "--quiet"]) == 0
     assert load_bundle(same).manifest.thresholds["image"] == pytest.approx(old_m.thresholds["image"], rel=1e-6)
+
+
+def test_too_few_images_for_calibration_is_a_dataset_error(tiny_products: list[Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code = train_main(["--data", str(tiny_products[0]), "--out", str(tmp_path / "b"), "--quiet",
+                       *[a for s in [*TINY, "min_holdout=50"] for a in ("--set", s)]])
+    assert code == 2
+    assert "too few to hold out 50" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sdk.bundle import write_bundle
+from sdk.errors import BundleError, ConfigError, DatasetError, ProtoInspectError
 from sdk.models.encoder import load_pretrained_weights
 from sdk.models.loading import INFERENCE_SETTINGS
 from sdk.models.prototype_detector import PrototypeDetectorNet
@@ -52,8 +53,8 @@ def split_holdout(ds: Dataset, cfg: DetectorTrainConfig) -> tuple[list, list]:
     n = len(ds.train)
     n_hold = max(cfg.min_holdout, int(round(cfg.holdout_fraction * n)))
     if n - n_hold < 1:
-        msg = f"{ds.root}: {n} training images are too few to hold out {n_hold} for calibration"
-        raise ValueError(msg)
+        msg = f"{ds.root}: {n} training images are too few to hold out {n_hold} for calibration (need more images or a smaller min_holdout)"
+        raise DatasetError(msg)
     order = np.random.default_rng(cfg.seed).permutation(n)
     hold = sorted(order[:n_hold].tolist())
     held = set(hold)
@@ -164,8 +165,6 @@ def train_detector(
     cfg = config or DetectorTrainConfig()
     out = Path(out)
     if out.exists() and not overwrite:
-        from sdk.errors import BundleError
-
         msg = f"bundle {out} already exists; pass --overwrite or choose another --out"
         raise BundleError(msg)
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
@@ -176,7 +175,7 @@ def train_detector(
     datasets = [load_dataset(d, data_format) for d in data]
     if not datasets:
         msg = "give at least one --data folder"
-        raise ValueError(msg)
+        raise ConfigError(msg)
     for ds in datasets:
         validate_dataset(ds)
     spec = PreprocessSpec(image_size=cfg.image_size)
@@ -276,8 +275,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.set)
     if args.pretrained:
         overrides.append(f"pretrained={args.pretrained}")
-    from sdk.errors import ProtoInspectError
-
     try:
         cfg = load_train_config(args.config, overrides)
         out = train_detector(args.data, args.out, cfg, data_format=args.format, work_dir=args.work_dir,

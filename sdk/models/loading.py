@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sdk.bundle import Bundle, load_bundle
 from sdk.errors import BundleError, ConfigError
 
+if TYPE_CHECKING:  # torch is imported only when a net is built
+    from sdk.models.prototype_detector import PrototypeDetectorNet
 
 # detector settings that only change inference, not the weights (safe to override for ablations)
 INFERENCE_SETTINGS = ("map_mode", "score_top_fraction", "blur_sigma", "level_weights")
 
 
-def load_detector_net(bundle: Bundle | str | Path, overrides: dict | None = None):  # -> PrototypeDetectorNet
+def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | None = None) -> PrototypeDetectorNet:
     """Return the bundle's ``PrototypeDetectorNet`` in eval mode with its weights loaded.
 
     ``overrides`` replaces inference-only settings (:data:`INFERENCE_SETTINGS`) for ablations; the

@@ -1,0 +1,49 @@
+"""The detector graph that is exported to ONNX: its I/O names and the torch module traced into it.
+
+:class:`DetectorExportModule` wraps a ``PrototypeDetectorNet`` with the bundle's normalisation, so the
+graph takes ``image`` (``N x H x W x 3`` uint8 RGB at model size) and gives ``anomaly_map``
+(``N x 1 x H x W`` float32) and ``score`` (``N`` float32). Shared by the exporter
+(:mod:`export.onnx_export`) and the torch/onnxruntime parity check (:mod:`export.onnx_parity`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from sdk.preprocess import PreprocessSpec
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("anomaly_map", "score")
+
+
+class DetectorExportModule(nn.Module):
+    """A :class:`~sdk.models.prototype_detector.PrototypeDetectorNet` with the bundle's normalisation baked in.
+
+    Input ``image``: N x H x W x 3 uint8 RGB at model size (``sdk.preprocess.resize_to_rgb`` output).
+    Outputs: ``anomaly_map`` N x 1 x H x W float32 and ``score`` N float32, as the net gives them.
+    """
+
+    def __init__(self, net: nn.Module, spec: PreprocessSpec) -> None:
+        super().__init__()
+        self.net = net
+        self.image_size = tuple(spec.image_size)
+        # The very float32 constants sdk.preprocess.normalize uses (x * scale + offset), as 1x3x1x1.
+        scale = np.asarray(spec._scale, dtype=np.float32).reshape(1, 3, 1, 1)
+        offset = np.asarray(spec._offset, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.register_buffer("scale", torch.from_numpy(scale.copy()))
+        self.register_buffer("offset", torch.from_numpy(offset.copy()))
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """N x H x W x 3 uint8 -> N x 3 x H x W float32, ``x * scale + offset`` per channel.
+
+        Cast first, then transpose: TensorRT takes UINT8 only as a network input/output type, so
+        the first op on the input must be the Cast.
+        """
+        x = image.to(torch.float32).permute(0, 3, 1, 2)
+        return x * self.scale + self.offset
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 NHWC RGB batch -> (anomaly map N x 1 x H x W, score N)."""
+        return self.net(self.normalize(image))
