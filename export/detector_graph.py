@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from sdk.backends.base import DETECTOR_INPUT, DETECTOR_OUTPUTS
 from sdk.preprocess import PreprocessSpec
 
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("anomaly_map", "score")
+# the runtime's I/O contract is the single source of truth for the graph's names
+INPUT_NAME = DETECTOR_INPUT
+OUTPUT_NAMES = DETECTOR_OUTPUTS
 
 
 class DetectorExportModule(nn.Module):

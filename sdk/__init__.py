@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from sdk.errors import (
+    BackendError,
     BundleError,
     ConfigError,
     DatasetError,
+    ExportError,
     InputError,
     MissingDependencyError,
     ProtoInspectError,
@@ -15,9 +17,11 @@ from sdk.preprocess import PreprocessSpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendError",
     "BundleError",
     "ConfigError",
     "DatasetError",
+    "ExportError",
     "InputError",
     "MissingDependencyError",
     "PreprocessSpec",

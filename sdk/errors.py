@@ -29,3 +29,7 @@ class MissingDependencyError(ProtoInspectError, ImportError):
 
 class ExportError(ProtoInspectError):
     """Exporting a model failed a check: ONNX/torch parity above tolerance or a TensorRT-incompatible graph."""
+
+
+class BackendError(ProtoInspectError, RuntimeError):
+    """A runtime backend failed while executing a graph, or was used after ``close()``."""

@@ -145,6 +145,33 @@ def normalize(image_rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return chw * spec._scale + spec._offset
 
 
+def normalize_batch(images_rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Batched :func:`normalize`: bit-identical to ``np.stack([normalize(im, spec) for im in images_rgb])``.
+
+    Args:
+        images_rgb: N x H x W x 3 uint8 RGB at model size (N >= 1, any strides).
+        spec: the bundle's preprocessing (its float32 ``x * scale + offset`` constants are used).
+
+    Returns:
+        N x 3 x H x W float32, C-contiguous.
+
+    Raises:
+        InputError: not an N x H x W x 3 uint8 array.
+    """
+    if (
+        not isinstance(images_rgb, np.ndarray)
+        or images_rgb.dtype != np.uint8
+        or images_rgb.ndim != 4
+        or images_rgb.shape[3] != 3
+        or images_rgb.shape[0] == 0
+    ):
+        got = f"{images_rgb.shape} {images_rgb.dtype}" if isinstance(images_rgb, np.ndarray) else type(images_rgb).__name__
+        msg = f"normalize_batch expects N x H x W x 3 uint8 RGB (N >= 1), got {got}"
+        raise InputError(msg)
+    nchw = np.ascontiguousarray(np.transpose(images_rgb, (0, 3, 1, 2))).astype(np.float32)  # N x 3 x H x W
+    return nchw * spec._scale + spec._offset
+
+
 def preprocess_frame(frame: np.ndarray, spec: PreprocessSpec, color_order: ColorOrder | None = None) -> np.ndarray:
     """Frame (HxW gray or HxWx3 uint8 in ``color_order``) -> 3xHxW float32 model input."""
     return normalize(resize_to_rgb(frame, spec, color_order), spec)

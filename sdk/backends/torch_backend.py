@@ -1,0 +1,133 @@
+"""PyTorch backend: runs the bundle's ``PrototypeDetectorNet`` weights eagerly on CPU or CUDA.
+
+It takes the same uint8 input as ``detector.onnx`` and normalises it with
+:func:`sdk.preprocess.normalize_batch` (the float32 constants the exported graph bakes in).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from sdk._imports import require
+from sdk.backends.base import DETECTOR_INPUT, DETECTOR_OUTPUTS, BackendBase, as_bundle, parse_device
+from sdk.bundle import Bundle
+from sdk.errors import BackendError, ConfigError, MissingDependencyError
+from sdk.preprocess import normalize_batch
+
+logger = logging.getLogger(__name__)
+
+CUDA_INSTALL_HINT = (
+    "install a CUDA build of torch (e.g. pip install torch --index-url https://download.pytorch.org/whl/cu126) "
+    "on a machine with an NVIDIA GPU and driver, or use device='cpu'"
+)
+
+
+class TorchBackend(BackendBase):
+    """Executes the detector with PyTorch (no export needed; the reference for the other backends).
+
+    Example::
+
+        with TorchBackend("bundles/tile", device="cpu", threads=4) as backend:
+            out = backend.run({"image": batch})  # N x H x W x 3 uint8 RGB
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        bundle: Bundle | str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        """Load the bundle's weights onto ``device``.
+
+        Args:
+            bundle: a loaded :class:`~sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
+            device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+            threads: if given, ``torch.set_num_threads(threads)``; note this setting is process-wide.
+
+        Raises:
+            MissingDependencyError: torch or safetensors is not installed, or CUDA was requested but
+                torch has no usable CUDA (CPU-only build, no GPU or driver).
+            ConfigError: an unknown device, a GPU index that does not exist, or a bad thread count.
+            BundleError: the bundle is invalid or its weights do not fit its architecture.
+        """
+        torch = require("torch")
+        require("safetensors")
+        from sdk.models.loading import load_detector_net
+
+        bundle = as_bundle(bundle)
+        kind, index = parse_device(device, ("cpu", "cuda"))
+        if isinstance(threads, bool) or not (threads is None or (isinstance(threads, int) and threads >= 1)):
+            msg = f"threads must be a positive integer or None, got {threads!r}"
+            raise ConfigError(msg)
+        if kind == "cuda":
+            if not torch.cuda.is_available():
+                build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+                msg = f"device {device!r} requested but torch {torch.__version__} ({build}) sees no CUDA GPU: {CUDA_INSTALL_HINT}"
+                raise MissingDependencyError(msg)
+            count = torch.cuda.device_count()
+            if index is not None and index >= count:
+                msg = f"device {device!r} does not exist: torch sees {count} CUDA GPU(s) (cuda:0 .. cuda:{count - 1})"
+                raise ConfigError(msg)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self._torch_device = torch.device(kind if index is None else f"{kind}:{index}")
+        self._spec = bundle.manifest.preprocess_spec
+        self._weights_name = str(bundle.manifest.model.get("weights", "detector.safetensors"))
+        self._net = load_detector_net(bundle).to(self._torch_device).eval()
+        self._init_base(bundle, device, (DETECTOR_INPUT,), DETECTOR_OUTPUTS)
+        logger.debug("torch detector for %s on %s", bundle.path, device)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        x = torch.from_numpy(normalize_batch(inputs[DETECTOR_INPUT], self._spec))  # N x 3 x H x W
+        try:
+            with torch.inference_mode():
+                amap, score = self._net(x.to(self._torch_device, non_blocking=False))
+                amap_np = amap.to("cpu", torch.float32).numpy()  # N x 1 x H x W
+                score_np = score.to("cpu", torch.float32).numpy()  # N
+        except RuntimeError as exc:  # CUDA OOM, device errors
+            msg = f"torch failed to run the detector on {self.device}: {exc}"
+            raise BackendError(msg) from exc
+        return {DETECTOR_OUTPUTS[0]: amap_np, DETECTOR_OUTPUTS[1]: score_np}
+
+    def _release(self) -> None:
+        self._net = None
+        if self._torch_device.type == "cuda":
+            self._torch.cuda.empty_cache()
+
+    def describe(self) -> dict[str, Any]:
+        """What runs where, JSON-safe.
+
+        Returns:
+            ``backend``, ``device``, ``provider`` (``"torch-cpu"`` / ``"torch-cuda"``), ``torch``
+            (version), ``cuda`` (torch's CUDA version or None), ``gpu_name`` (or None), ``threads``,
+            ``model_file`` (the weights), ``model_sha256``, ``bundle_id``, ``bundle_path``,
+            ``input_names``, ``output_names``, ``image_size`` and ``closed``.
+        """
+        torch = self._torch
+        on_cuda = self._torch_device.type == "cuda"
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "provider": f"torch-{self._torch_device.type}",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "gpu_name": torch.cuda.get_device_name(self._torch_device) if on_cuda else None,
+            "threads": torch.get_num_threads(),
+            "model_file": self._weights_name,
+            "model_sha256": str(self.bundle.manifest.files[self._weights_name]["sha256"]),
+            "bundle_id": self.bundle.manifest.bundle_id,
+            "bundle_path": str(self.bundle.path),
+            "input_names": list(self.input_names),
+            "output_names": list(self.output_names),
+            "image_size": list(self.image_size),
+            "closed": self.closed,
+        }
