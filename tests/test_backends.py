@@ -27,9 +27,9 @@ from sdk.backends import (  # noqa: E402
     resolve_backend_name,
 )
 from sdk.backends import registry  # noqa: E402
-from sdk.bundle import add_files, load_bundle, write_bundle  # noqa: E402
+from detector_bundles import make_detector_bundle  # noqa: E402
+from sdk.bundle import add_files, load_bundle  # noqa: E402
 from sdk.errors import BackendError, BundleError, ConfigError, InputError, MissingDependencyError  # noqa: E402
-from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet  # noqa: E402
 from sdk.preprocess import PreprocessSpec, normalize, normalize_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,27 +41,7 @@ SPEC = PreprocessSpec(image_size=SIZE, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3
 
 
 def _make_bundle(out: Path, seed: int) -> Path:
-    """A small detector bundle with non-trivial prototypes and map normalisation (as in test_onnx_export.py)."""
-    from safetensors.torch import save
-
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    cfg = DetectorConfig(**SMALL)  # type: ignore[arg-type]
-    net = PrototypeDetectorNet(cfg).eval()
-    with torch.no_grad():
-        net.map_norm.copy_(torch.tensor([[0.1, 0.5], [0.3, 0.5]]))
-        noise = rng.standard_normal(tuple(net.decoder.prototypes.shape)).astype(np.float32)
-        net.decoder.prototypes.add_(torch.from_numpy(noise))
-    write_bundle(
-        out,
-        manifest_fields={
-            "preprocess": SPEC,
-            "model": {"architecture": "PrototypeDetectorNet", "config": cfg.to_dict(), "weights": "detector.safetensors"},
-            "thresholds": {"image": 0.5, "pixel": 0.5, "calibration": {}},
-        },
-        files={"detector.safetensors": save(net.state_dict())},
-    )
-    return out
+    return make_detector_bundle(out, np.random.default_rng(seed), SPEC, **SMALL)
 
 
 @pytest.fixture(scope="module")

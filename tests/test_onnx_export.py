@@ -34,38 +34,18 @@ from export.trt_ops import (  # noqa: E402
     TRT_DOC_VERSION,
     TRT_MAX_OPSET,
 )
-from sdk.bundle import load_bundle, write_bundle  # noqa: E402
+from sdk.bundle import load_bundle  # noqa: E402
 from sdk.errors import ConfigError, ExportError, InputError  # noqa: E402
 from sdk.models.loading import load_detector_net  # noqa: E402
-from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet  # noqa: E402
 from sdk.preprocess import PreprocessSpec, normalize  # noqa: E402
+from detector_bundles import make_detector_bundle  # noqa: E402
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SIZE = (64, 64)
 
 
 def _make_bundle(out: Path, rng: np.random.Generator, spec: PreprocessSpec | None = None, **config: object) -> Path:
-    """A small detector bundle with non-trivial prototypes and map normalisation (built as in test_models.py)."""
-    from safetensors.torch import save
-
-    torch.manual_seed(int(rng.integers(2**31)))
-    cfg = DetectorConfig(**{**SMALL, **config})  # type: ignore[arg-type]
-    net = PrototypeDetectorNet(cfg).eval()
-    with torch.no_grad():
-        net.map_norm.copy_(torch.tensor([[0.1, 0.5], [0.3, 0.5]]))
-        noise = rng.standard_normal(tuple(net.decoder.prototypes.shape)).astype(np.float32)
-        net.decoder.prototypes.add_(torch.from_numpy(noise))
-    write_bundle(
-        out,
-        manifest_fields={
-            "preprocess": spec or PreprocessSpec(image_size=SIZE),
-            "model": {"architecture": "PrototypeDetectorNet", "config": cfg.to_dict(),
-                      "weights": "detector.safetensors"},
-            "thresholds": {"image": 0.5, "pixel": 0.5, "calibration": {}},
-        },
-        files={"detector.safetensors": save(net.state_dict())},
-    )
-    return out
+    return make_detector_bundle(out, rng, spec, **config)
 
 
 def _frames(rng: np.random.Generator, n: int, size: tuple[int, int] = SIZE) -> np.ndarray:

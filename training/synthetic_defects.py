@@ -142,7 +142,7 @@ def _crack(scene: Scene, allowed: np.ndarray, rng: np.random.Generator) -> np.nd
 
 def _hole(scene: Scene, allowed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A punched hole / pit: irregular round opening, shaded wall, burr rim catching the light."""
-    h, w = shape = scene.albedo.shape[:2]
+    h, w = scene.albedo.shape[:2]
     s, ext = _scale(scene), _extent(scene)
     radius = max(1.5, rng.uniform(0.025, 0.07) * ext)
     centre, depth = _pick_point(rng, allowed >= 0.5, radius + 2)
