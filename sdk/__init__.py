@@ -1,7 +1,8 @@
-"""ProtoInspect runtime SDK: pre-processing, model bundles, models and errors."""
+"""ProtoInspect runtime SDK: the Inspector, its config and results, pre-processing, model bundles and errors."""
 
 from __future__ import annotations
 
+from sdk.config import InspectorConfig
 from sdk.errors import (
     BackendError,
     BundleError,
@@ -12,7 +13,9 @@ from sdk.errors import (
     MissingDependencyError,
     ProtoInspectError,
 )
+from sdk.inspector import Inspector
 from sdk.preprocess import PreprocessSpec
+from sdk.result import Defect, InspectionResult, Verdict
 
 __version__ = "0.1.0"
 
@@ -21,10 +24,15 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "DatasetError",
+    "Defect",
     "ExportError",
     "InputError",
+    "InspectionResult",
+    "Inspector",
+    "InspectorConfig",
     "MissingDependencyError",
     "PreprocessSpec",
     "ProtoInspectError",
+    "Verdict",
     "__version__",
 ]

@@ -1,0 +1,116 @@
+"""Runtime settings of an :class:`~sdk.inspector.Inspector`: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from sdk.errors import ConfigError
+
+MaskerName = Literal["none", "otsu", "roi"]
+BackendName = Literal["auto", "onnxruntime", "torch"]
+
+_COLOR_ORDERS = ("rgb", "bgr")
+_MASKERS = ("none", "otsu", "roi")
+_BACKENDS = ("auto", "onnxruntime", "torch")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class InspectorConfig:
+    """How an Inspector treats frames; facts about the model (size, mean/std, thresholds) stay in the bundle.
+
+    Attributes:
+        color_order: channel order of 3-channel frames handed in: ``"bgr"`` (default, OpenCV's
+            order for camera frames) or ``"rgb"``. Gray HxW frames need no order.
+        latency_budget_ms: per-frame budget; a result whose total time exceeds it has
+            ``over_budget=True`` (nothing is skipped because of it). None: no budget.
+        masker: object-mask stage: ``"none"`` (the whole frame), ``"otsu"`` (Otsu threshold plus
+            morphology) or ``"roi"`` (the static rectangle ``roi_xyxy``).
+        roi_xyxy: (x1, y1, x2, y2) in frame pixels, x2/y2 exclusive; required for ``"roi"`` only.
+        mask_reuse_frames: degrading policy chosen by the user: after computing a mask, reuse it for
+            this many following frames of the same size (each such result has ``mask_reused=True``).
+            0: compute the mask on every frame.
+        image_threshold: anomaly score at or above which a frame is ANOMALOUS; None: the bundle's
+            calibrated ``thresholds.image``. +/-inf are allowed (force OK / ANOMALOUS).
+        pixel_threshold: anomaly-map value above which a pixel belongs to a defect region; None:
+            the bundle's ``thresholds.pixel``.
+        min_defect_area_px: connected regions smaller than this many frame pixels are dropped.
+        backend: ``"auto"``, ``"onnxruntime"`` or ``"torch"`` (resolved once at construction).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (and ``"tensorrt:N"`` for onnxruntime).
+        threads: CPU threads of the backend (onnxruntime intra-op threads; for torch this sets the
+            process-wide ``torch.set_num_threads``). None: the runtime's default.
+
+    Raises:
+        ConfigError: any value out of its domain (raised by the constructor).
+    """
+
+    color_order: Literal["rgb", "bgr"] = "bgr"
+    latency_budget_ms: float | None = None
+    masker: MaskerName = "none"
+    roi_xyxy: tuple[int, int, int, int] | None = None
+    mask_reuse_frames: int = 0
+    image_threshold: float | None = None
+    pixel_threshold: float | None = None
+    min_defect_area_px: int = 16
+    backend: BackendName = "auto"
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.color_order not in _COLOR_ORDERS:
+            raise ConfigError(f"color_order must be 'rgb' or 'bgr', got {self.color_order!r}")
+        budget = self.latency_budget_ms
+        if budget is not None and (not _is_number(budget) or not math.isfinite(budget) or budget <= 0):
+            raise ConfigError(f"latency_budget_ms must be a positive finite number or None, got {budget!r}")
+        if self.masker not in _MASKERS:
+            raise ConfigError(f"masker must be one of {', '.join(_MASKERS)}, got {self.masker!r}")
+        self._check_roi()
+        if not _is_int(self.mask_reuse_frames) or self.mask_reuse_frames < 0:
+            raise ConfigError(f"mask_reuse_frames must be an integer >= 0, got {self.mask_reuse_frames!r}")
+        for name in ("image_threshold", "pixel_threshold"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or math.isnan(value)):
+                raise ConfigError(f"{name} must be a number (not NaN) or None, got {value!r}")
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+        if not _is_int(self.min_defect_area_px) or self.min_defect_area_px < 1:
+            raise ConfigError(f"min_defect_area_px must be an integer >= 1, got {self.min_defect_area_px!r}")
+        if self.backend not in _BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(_BACKENDS)}, got {self.backend!r}")
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise ConfigError(f"device must be a non-empty string such as 'cpu' or 'cuda:0', got {self.device!r}")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            raise ConfigError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
+        if budget is not None:
+            object.__setattr__(self, "latency_budget_ms", float(budget))
+
+    def _check_roi(self) -> None:
+        roi = self.roi_xyxy
+        if roi is None:
+            if self.masker == "roi":
+                raise ConfigError("masker='roi' needs roi_xyxy=(x1, y1, x2, y2) in frame pixels")
+            return
+        if not isinstance(roi, (tuple, list)) or len(roi) != 4 or not all(_is_int(v) for v in roi):
+            raise ConfigError(f"roi_xyxy must be 4 integers (x1, y1, x2, y2), got {roi!r}")
+        x1, y1, x2, y2 = roi
+        if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+            raise ConfigError(f"roi_xyxy must satisfy 0 <= x1 < x2 and 0 <= y1 < y2, got {roi!r}")
+        object.__setattr__(self, "roi_xyxy", tuple(int(v) for v in roi))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (infinite thresholds become the strings ``"inf"`` / ``"-inf"``)."""
+        d = asdict(self)
+        d["roi_xyxy"] = list(self.roi_xyxy) if self.roi_xyxy is not None else None
+        for name in ("image_threshold", "pixel_threshold"):
+            if d[name] is not None and math.isinf(d[name]):
+                d[name] = "inf" if d[name] > 0 else "-inf"
+        return d
