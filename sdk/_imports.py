@@ -16,7 +16,8 @@ _INSTALL_HINTS: dict[str, str] = {
     "tensorrt": "pip install 'protoinspect[tensorrt]' (TensorRT from NVIDIA)",
     "pycuda": "pip install 'protoinspect[tensorrt]'",
     "triton": "pip install 'protoinspect[triton]'",
-    "segment_anything": "pip install 'protoinspect[sam]'",
+    "segment_anything": "pip install 'protoinspect[sam]' (segment_anything also imports torchvision)",
+    "transformers": "pip install 'protoinspect[grounding]'  (or: pip install transformers)",
     "safetensors": "pip install safetensors",
     "tqdm": "pip install tqdm",
 }

@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 from sdk.errors import ConfigError
 
-MaskerName = Literal["none", "otsu", "roi"]
+MaskerName = Literal["none", "otsu", "roi", "sam"]
 BackendName = Literal["auto", "onnxruntime", "torch"]
 
 _COLOR_ORDERS = ("rgb", "bgr")
-_MASKERS = ("none", "otsu", "roi")
+_MASKERS = ("none", "otsu", "roi", "sam")
 _BACKENDS = ("auto", "onnxruntime", "torch")
 
 
@@ -34,8 +34,15 @@ class InspectorConfig:
         latency_budget_ms: per-frame budget; a result whose total time exceeds it has
             ``over_budget=True`` (nothing is skipped because of it). None: no budget.
         masker: object-mask stage: ``"none"`` (the whole frame), ``"otsu"`` (Otsu threshold plus
-            morphology) or ``"roi"`` (the static rectangle ``roi_xyxy``).
+            morphology), ``"roi"`` (the static rectangle ``roi_xyxy``) or ``"sam"`` (Segment Anything
+            prompted with ``sam_box_xyxy`` and/or ``sam_points``; see :class:`sdk.stages.sam_masker.SamMasker`,
+            which computes the mask once per frame size: the object must not move, as on a fixture).
         roi_xyxy: (x1, y1, x2, y2) in frame pixels, x2/y2 exclusive; required for ``"roi"`` only.
+        sam_checkpoint: path of a local SAM checkpoint file; required for ``"sam"`` (never downloaded).
+        sam_model_type: key of ``segment_anything.sam_model_registry`` (``"vit_b"``, ``"vit_l"``, ``"vit_h"``).
+        sam_box_xyxy: SAM box prompt (x1, y1, x2, y2) in frame pixels, 0 <= x1 < x2, 0 <= y1 < y2.
+        sam_points: SAM point prompts ((x, y), ...) in frame pixels, all foreground (label 1).
+            ``"sam"`` needs a box, points, or both.
         mask_reuse_frames: degrading policy chosen by the user: after computing a mask, reuse it for
             this many following frames of the same size (each such result has ``mask_reused=True``).
             0: compute the mask on every frame.
@@ -57,6 +64,10 @@ class InspectorConfig:
     latency_budget_ms: float | None = None
     masker: MaskerName = "none"
     roi_xyxy: tuple[int, int, int, int] | None = None
+    sam_checkpoint: str | None = None
+    sam_model_type: str = "vit_b"
+    sam_box_xyxy: tuple[float, float, float, float] | None = None
+    sam_points: tuple[tuple[float, float], ...] | None = None
     mask_reuse_frames: int = 0
     image_threshold: float | None = None
     pixel_threshold: float | None = None
@@ -74,6 +85,7 @@ class InspectorConfig:
         if self.masker not in _MASKERS:
             raise ConfigError(f"masker must be one of {', '.join(_MASKERS)}, got {self.masker!r}")
         self._check_roi()
+        self._check_sam()
         if not _is_int(self.mask_reuse_frames) or self.mask_reuse_frames < 0:
             raise ConfigError(f"mask_reuse_frames must be an integer >= 0, got {self.mask_reuse_frames!r}")
         for name in ("image_threshold", "pixel_threshold"):
@@ -106,10 +118,40 @@ class InspectorConfig:
             raise ConfigError(f"roi_xyxy must satisfy 0 <= x1 < x2 and 0 <= y1 < y2, got {roi!r}")
         object.__setattr__(self, "roi_xyxy", tuple(int(v) for v in roi))
 
+    def _check_sam(self) -> None:
+        ckpt = self.sam_checkpoint
+        if ckpt is not None and (not isinstance(ckpt, str) or not ckpt.strip()):
+            raise ConfigError(f"sam_checkpoint must be a non-empty path string or None, got {ckpt!r}")
+        if not isinstance(self.sam_model_type, str) or not self.sam_model_type.strip():
+            raise ConfigError(f"sam_model_type must be a non-empty string such as 'vit_b', got {self.sam_model_type!r}")
+        box = self.sam_box_xyxy
+        if box is not None:
+            if not isinstance(box, (tuple, list)) or len(box) != 4 or not all(_is_number(v) and math.isfinite(v) for v in box):
+                raise ConfigError(f"sam_box_xyxy must be 4 finite numbers (x1, y1, x2, y2), got {box!r}")
+            x1, y1, x2, y2 = box
+            if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+                raise ConfigError(f"sam_box_xyxy must satisfy 0 <= x1 < x2 and 0 <= y1 < y2, got {box!r}")
+            object.__setattr__(self, "sam_box_xyxy", tuple(float(v) for v in box))
+        points = self.sam_points
+        if points is not None:
+            ok = isinstance(points, (tuple, list)) and len(points) > 0 and all(
+                isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_number(v) and math.isfinite(v) for v in p)
+                for p in points)
+            if not ok:
+                raise ConfigError(f"sam_points must be a non-empty sequence of (x, y) number pairs, got {points!r}")
+            object.__setattr__(self, "sam_points", tuple((float(p[0]), float(p[1])) for p in points))
+        if self.masker == "sam":
+            if ckpt is None:
+                raise ConfigError("masker='sam' needs sam_checkpoint= the path of a local SAM checkpoint file")
+            if box is None and points is None:
+                raise ConfigError("masker='sam' needs a prompt: sam_box_xyxy=(x1, y1, x2, y2) and/or sam_points=((x, y), ...)")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (infinite thresholds become the strings ``"inf"`` / ``"-inf"``)."""
         d = asdict(self)
         d["roi_xyxy"] = list(self.roi_xyxy) if self.roi_xyxy is not None else None
+        d["sam_box_xyxy"] = list(self.sam_box_xyxy) if self.sam_box_xyxy is not None else None
+        d["sam_points"] = [list(p) for p in self.sam_points] if self.sam_points is not None else None
         for name in ("image_threshold", "pixel_threshold"):
             if d[name] is not None and math.isinf(d[name]):
                 d[name] = "inf" if d[name] > 0 else "-inf"

@@ -143,7 +143,17 @@ class OtsuMasker:
 
 
 def build_masker(config: InspectorConfig) -> Masker:
-    """The masker named by ``config.masker`` (``"none"``, ``"otsu"`` or ``"roi"``)."""
+    """The masker named by ``config.masker`` (``"none"``, ``"otsu"``, ``"roi"`` or ``"sam"``).
+
+    Raises:
+        ConfigError: for ``"sam"``, a missing checkpoint file or unknown model type.
+        MissingDependencyError: for ``"sam"``, segment_anything (or torch) is not installed.
+    """
+    if config.masker == "sam":
+        from sdk.stages.sam_masker import SamMasker  # lazy: pulls in torch and segment_anything
+
+        return SamMasker(config.sam_checkpoint, model_type=config.sam_model_type, box_xyxy=config.sam_box_xyxy,
+                         points=config.sam_points, color_order=config.color_order, device=config.device)
     if config.masker == "otsu":
         return OtsuMasker(config.color_order)
     if config.masker == "roi":
