@@ -24,7 +24,6 @@ re-exported here.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -53,6 +52,7 @@ from export.trt_ops import (
     TRT_MAX_OPSET,
     TRT_MIN_OPSET,
 )
+from sdk.cli import report_error
 from sdk.errors import ConfigError, ExportError, ProtoInspectError
 from sdk.preprocess import ColorOrder, resize_to_rgb
 
@@ -317,8 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = export_detector_onnx(args.bundle, opset=args.opset, verify=not args.no_verify,
                                     num_random=args.num_random, real_frames=frames, frames_color_order="rgb")
     except ProtoInspectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     size = Path(info["path"]).stat().st_size
     print(f"exported {info['path']} (opset {info['opset']}, {size / 1e6:.2f} MB, bundle_id {info['bundle_id']})")
     ops = info["op_types"]

@@ -21,6 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def report_error(exc: BaseException) -> int:
+    """Print a typed ProtoInspect error for a command-line user and return the exit code (2)."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
 def _usage() -> str:
     lines = ["usage: protoinspect COMMAND [ARGS ...]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]

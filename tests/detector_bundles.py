@@ -37,3 +37,14 @@ def make_detector_bundle(out: Path, rng: np.random.Generator, spec: PreprocessSp
         files={"detector.safetensors": save(net.state_dict())},
     )
     return out
+
+
+def make_exported_bundle(out: Path, rng: np.random.Generator, spec: PreprocessSpec | None = None,
+                         **config: object) -> Path:
+    """:func:`make_detector_bundle` plus ``detector.onnx`` (export without the parity run; one torch thread)."""
+    from export.onnx_export import export_detector_onnx
+
+    make_detector_bundle(out, rng, spec, **config)
+    torch.set_num_threads(1)
+    export_detector_onnx(out, verify=False)
+    return out

@@ -17,6 +17,8 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from detector_bundles import make_detector_bundle  # noqa: E402
+
 from sdk.backends import (  # noqa: E402
     BACKENDS,
     DETECTOR_OUTPUTS,
@@ -24,10 +26,9 @@ from sdk.backends import (  # noqa: E402
     OnnxRuntimeBackend,
     TorchBackend,
     create_backend,
+    registry,  # noqa: E402
     resolve_backend_name,
 )
-from sdk.backends import registry  # noqa: E402
-from detector_bundles import make_detector_bundle  # noqa: E402
 from sdk.bundle import add_files, load_bundle  # noqa: E402
 from sdk.errors import BackendError, BundleError, ConfigError, InputError, MissingDependencyError  # noqa: E402
 from sdk.preprocess import PreprocessSpec, normalize, normalize_batch  # noqa: E402

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 cv2 = pytest.importorskip("cv2")
 
-from detector_bundles import make_detector_bundle
+from detector_bundles import make_exported_bundle
+
 from sdk.errors import InputError
 from sdk.inspect_cli import main
 from sdk.preprocess import PreprocessSpec
@@ -29,12 +29,7 @@ NAMES = ("b_frame.png", "a_frame.PNG", "c_frame.png")
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny exported detector bundle (64x64 input); tests must not modify it."""
-    from export.onnx_export import export_detector_onnx
-
-    out = make_detector_bundle(tmp_path_factory.mktemp("inspect") / "bundle", np.random.default_rng(5), SPEC, **SMALL)
-    torch.set_num_threads(1)
-    export_detector_onnx(out, verify=False)
-    return out
+    return make_exported_bundle(tmp_path_factory.mktemp("inspect") / "bundle", np.random.default_rng(5), SPEC, **SMALL)
 
 
 @pytest.fixture()

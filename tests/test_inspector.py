@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from detector_bundles import make_exported_bundle
+
 from sdk import Defect, InspectionResult, Inspector, InspectorConfig, Verdict
 from sdk.errors import BackendError, ConfigError, InputError
-from detector_bundles import make_detector_bundle
 from sdk.preprocess import PreprocessSpec
 from sdk.stages.masker import NoMasker, OtsuMasker, RoiMasker
 
@@ -34,12 +34,7 @@ FORCE_OK = {"image_threshold": math.inf}
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny exported detector bundle (64x64 input, thresholds 0.5 / 0.5); tests must not modify it."""
-    from export.onnx_export import export_detector_onnx
-
-    out = make_detector_bundle(tmp_path_factory.mktemp("inspector") / "bundle", np.random.default_rng(3), SPEC, **SMALL)
-    torch.set_num_threads(1)
-    export_detector_onnx(out, verify=False)
-    return out
+    return make_exported_bundle(tmp_path_factory.mktemp("inspector") / "bundle", np.random.default_rng(3), SPEC, **SMALL)
 
 
 def _make(bundle: Path, backend: str = "onnxruntime", **config: object) -> Inspector:

@@ -13,6 +13,7 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from detector_bundles import make_detector_bundle  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from export.onnx_export import (  # noqa: E402
@@ -38,7 +39,6 @@ from sdk.bundle import load_bundle  # noqa: E402
 from sdk.errors import ConfigError, ExportError, InputError  # noqa: E402
 from sdk.models.loading import load_detector_net  # noqa: E402
 from sdk.preprocess import PreprocessSpec, normalize  # noqa: E402
-from detector_bundles import make_detector_bundle  # noqa: E402
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SIZE = (64, 64)

@@ -9,12 +9,11 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from detector_bundles import make_detector_bundle
+from detector_bundles import make_exported_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,12 +29,7 @@ def _soak_module() -> ModuleType:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny (64x64) detector bundle with detector.onnx."""
-    from export.onnx_export import export_detector_onnx
-
-    out = make_detector_bundle(tmp_path_factory.mktemp("soak") / "bundle", np.random.default_rng(5))
-    torch.set_num_threads(1)
-    export_detector_onnx(out, verify=False)
-    return out
+    return make_exported_bundle(tmp_path_factory.mktemp("soak") / "bundle", np.random.default_rng(5))
 
 
 def test_soak_script_30_frames(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

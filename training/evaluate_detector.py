@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from sdk.bundle import load_bundle
+from sdk.cli import report_error
 from sdk.errors import ProtoInspectError
 from sdk.models.loading import load_detector_net
 from sdk.preprocess import normalize, resize_mask, resize_to_rgb
@@ -105,9 +105,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["map_mode=fused", ...]`` -> {setting: value} for inference-only detector settings."""
-    from training.config import apply_overrides
-
     from sdk.models.loading import INFERENCE_SETTINGS
+    from training.config import apply_overrides
 
     base = {k: None for k in INFERENCE_SETTINGS}
     parsed = apply_overrides(base, items)
@@ -129,8 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate_detector(args.data, args.bundle, data_format=args.format, progress=not args.quiet,
                                    overrides=parse_overrides(args.set))
     except ProtoInspectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(format_table(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

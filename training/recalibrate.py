@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.bundle import load_bundle, write_bundle
+from sdk.cli import report_error
 from sdk.errors import ConfigError, ProtoInspectError
 from sdk.models.loading import load_detector_net
 from training.batches import load_resized
@@ -79,8 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  progress=not args.quiet,
                                  command=shlex.join(["python", "-m", "training.recalibrate", *(argv or sys.argv[1:])]))
     except ProtoInspectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"bundle written: {out}")
     return 0
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sdk.bundle import write_bundle
+from sdk.cli import report_error
 from sdk.errors import BundleError, ConfigError, DatasetError, ProtoInspectError
 from sdk.models.encoder import load_pretrained_weights
 from sdk.models.loading import INFERENCE_SETTINGS
@@ -281,8 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              resume=not args.no_resume, overwrite=args.overwrite, progress=not args.quiet,
                              command=shlex.join(["python", "-m", "training.train_detector", *(argv or sys.argv[1:])]))
     except ProtoInspectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     print(f"bundle written: {out}")
     return 0
 
