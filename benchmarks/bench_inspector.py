@@ -29,7 +29,7 @@ import pytest
 from sdk import Inspector, InspectorConfig
 
 FRAME_SHAPE = (256, 256, 3)
-STAGES = ("mask", "detect", "regions", "total")
+STAGES = ("mask", "detect", "regions", "classify", "total")
 BACKENDS = ("onnxruntime", "torch")
 PATHS = {"fast": math.inf, "anomalous": -math.inf}  # image_threshold forcing OK / ANOMALOUS
 

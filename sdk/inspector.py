@@ -21,6 +21,7 @@ from sdk.config import InspectorConfig
 from sdk.errors import BackendError, ConfigError
 from sdk.preprocess import validate_frame
 from sdk.result import InspectionResult, Verdict
+from sdk.stages.classification import ClassificationInput, DefectClassifier, OutlierRejector, apply_classes
 from sdk.stages.detector import DetectorStage
 from sdk.stages.masker import Masker, build_masker
 from sdk.stages.regions import extract_defects
@@ -44,7 +45,8 @@ class Inspector:
     8000x8000 frame; the model itself only ever sees the frame resized to the bundle's input size.
     """
 
-    def __init__(self, bundle: Bundle, backend: Backend, config: InspectorConfig | None = None) -> None:
+    def __init__(self, bundle: Bundle, backend: Backend, config: InspectorConfig | None = None, *,
+                 classifier: DefectClassifier | None = None, rejector: OutlierRejector | None = None) -> None:
         """Assemble an Inspector from a loaded bundle and an open backend (see :meth:`from_bundle`).
 
         Args:
@@ -52,7 +54,15 @@ class Inspector:
             backend: an open backend running the bundle's detector graph (owned from now on:
                 :meth:`close` closes it).
             config: runtime settings; None: ``InspectorConfig()``.
+            classifier: classifies the defect regions of anomalous frames; None: regions carry no
+                class.
+            rejector: turns anomalous frames whose classes it judges outliers into REJECTED;
+                needs a classifier.
         """
+        if rejector is not None and classifier is None:
+            raise ConfigError("an outlier rejector needs a classifier (it judges the classifier's output)")
+        self.classifier = classifier
+        self.rejector = rejector
         self.config = config if config is not None else InspectorConfig()
         self.bundle = bundle
         self.backend = backend
@@ -174,15 +184,24 @@ class Inspector:
         t1 = time.perf_counter()
         out = self.detector.detect(frame)
         t2 = time.perf_counter()
+        image_class = None
         if out.score < self.image_threshold:
             verdict, defects = Verdict.OK, ()
-            t3 = t2
+            t3 = t4 = t2
         else:
             verdict = Verdict.ANOMALOUS
             defects = extract_defects(out.anomaly_map, self.pixel_threshold, mask, self.config.min_defect_area_px)
             t3 = time.perf_counter()
+            if self.classifier is not None:
+                classes = self.classifier.classify(ClassificationInput(frame, out, mask, defects))
+                defects = apply_classes(defects, classes)
+                image_class = classes.image_class
+                if self.rejector is not None and self.rejector.is_outlier(classes):
+                    verdict = Verdict.REJECTED
+            t4 = time.perf_counter()
         total = (time.perf_counter() - t0) * 1e3
-        timings = {"mask": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "regions": (t3 - t2) * 1e3, "total": total}
+        timings = {"mask": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "regions": (t3 - t2) * 1e3,
+                   "classify": (t4 - t3) * 1e3, "total": total}
         budget = self.config.latency_budget_ms
         index = self._frame_index
         self._frame_index += 1
@@ -198,6 +217,8 @@ class Inspector:
             frame_index=index,
             mask_empty=mask_empty,
             mask_reused=reused,
+            image_class_id=None if image_class is None else image_class.class_id,
+            image_class_name=None if image_class is None else image_class.class_name,
         )
 
     def warmup(self, num_frames: int = 3) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from sdk.result import InspectionResult, Verdict
 
-STAGES = ("mask", "detect", "regions", "total")
+STAGES = ("mask", "detect", "regions", "classify", "total")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 _CSS = """

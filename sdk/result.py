@@ -37,6 +37,7 @@ class Defect:
         score: maximum anomaly-map value inside the region.
         bbox_xyxy: (x1, y1, x2, y2) in frame pixels; x1/y1 inclusive, x2/y2 exclusive.
         area_px: number of frame pixels in the region.
+        class_score: the classifier's confidence for ``class_id`` (None when unclassified).
     """
 
     class_id: int | None
@@ -45,6 +46,7 @@ class Defect:
     score: float
     bbox_xyxy: tuple[int, int, int, int]
     area_px: int
+    class_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (Python ints and floats only)."""
@@ -55,6 +57,7 @@ class Defect:
             "score": _json_float(self.score),
             "bbox_xyxy": [int(v) for v in self.bbox_xyxy],
             "area_px": int(self.area_px),
+            "class_score": None if self.class_score is None else _json_float(self.class_score),
         }
 
 
@@ -70,12 +73,15 @@ class InspectionResult:
         mask: H x W bool object mask at frame resolution (all True with masker "none").
         defects: anomalous regions inside the mask; empty when the verdict is OK.
         timings_ms: milliseconds per stage (``"mask"``, ``"detect"`` (pre-processing included),
-            ``"regions"`` (0.0 when skipped on the OK fast path)) and ``"total"``.
+            ``"regions"`` and ``"classify"`` (0.0 when skipped: OK fast path, no classifier)) and
+            ``"total"``.
         over_budget: True when ``timings_ms["total"]`` exceeded the configured latency budget.
         bundle_id: id of the model bundle that produced the result.
         frame_index: 0-based count of frames this Inspector has inspected before this one.
         mask_empty: the masker found no object; defect regions were then searched in the whole map.
         mask_reused: the mask is the one of an earlier frame (``mask_reuse_frames`` policy).
+        image_class_id / image_class_name: the frame's defect class after merging its regions
+            (None when the frame is OK or the bundle has no classifier).
     """
 
     verdict: Verdict
@@ -89,6 +95,8 @@ class InspectionResult:
     frame_index: int
     mask_empty: bool = False
     mask_reused: bool = False
+    image_class_id: int | None = None
+    image_class_name: str | None = None
 
     def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
         """JSON-safe form of the result.
@@ -110,6 +118,8 @@ class InspectionResult:
             "frame_index": int(self.frame_index),
             "mask_empty": bool(self.mask_empty),
             "mask_reused": bool(self.mask_reused),
+            "image_class_id": None if self.image_class_id is None else int(self.image_class_id),
+            "image_class_name": self.image_class_name,
             "map_shape": [int(v) for v in self.anomaly_map.shape],
         }
         if include_maps:

@@ -151,7 +151,7 @@ def test_maps_at_frame_resolution(inspector: Inspector, rng: np.random.Generator
     result = inspector.inspect(_frame(rng, 100, 150, channels))
     assert result.anomaly_map.shape == (100, 150) and result.anomaly_map.dtype == np.float32
     assert result.mask.shape == (100, 150) and result.mask.dtype == bool and result.mask.all()
-    assert set(result.timings_ms) == {"mask", "detect", "regions", "total"}
+    assert set(result.timings_ms) == {"mask", "detect", "regions", "classify", "total"}
 
 
 def test_bgr_and_rgb_agree(bundle: Path, rng: np.random.Generator) -> None:

@@ -523,3 +523,12 @@ def test_inference_overrides_change_only_inference(tmp_path: Path, rng: np.rando
     torch.testing.assert_close(proto, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="changes the weights"):
         load_detector_net(tmp_path / "bundle", {"embed_dim": 64})
+
+
+def test_manifest_without_seg_head_width_reads_the_legacy_width() -> None:
+    from sdk.models.prototype_detector import LEGACY_SEG_HEAD_WIDTH, DetectorConfig
+
+    old = {k: v for k, v in DetectorConfig().to_dict().items() if k != "seg_head_width"}
+    assert DetectorConfig.from_manifest(old).seg_head_width == LEGACY_SEG_HEAD_WIDTH == 64
+    assert DetectorConfig.from_dict(old).seg_head_width == 32  # new trainings get the new default
+    assert DetectorConfig.from_manifest(DetectorConfig(seg_head_width=16).to_dict()).seg_head_width == 16

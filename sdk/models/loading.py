@@ -40,7 +40,7 @@ def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | N
             msg = f"cannot override {key!r} at inference (changes the weights); allowed: {INFERENCE_SETTINGS}"
             raise ConfigError(msg)
         config[key] = value
-    net = PrototypeDetectorNet(DetectorConfig.from_dict(config))
+    net = PrototypeDetectorNet(DetectorConfig.from_manifest(config))
     weights_name = model_info.get("weights", "detector.safetensors")
     try:
         state = load_safetensors(bundle.read_bytes(weights_name))

@@ -15,6 +15,7 @@ from sdk.models.encoder import build_encoder
 from sdk.models.prototype_decoder import PrototypeDecoder
 
 MAP_MODES = ("prototype", "fused")
+LEGACY_SEG_HEAD_WIDTH = 64  # the segmentation head width of bundles written before it was configurable
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class DetectorConfig:
             by statistics of held-out normal images.
         blur_sigma: Gaussian smoothing of the map, in pixels of the input.
         score_top_fraction: image score = mean of the top fraction of map pixels.
+        seg_head_width: channels of the segmentation head (32 by default; bundles written before
+            this key existed used 64 and are read as such).
     """
 
     encoder: str = "small_cnn"
@@ -44,6 +47,7 @@ class DetectorConfig:
     blur_sigma: float = 4.0
     score_top_fraction: float = 0.01
     level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 0.0))
+    seg_head_width: int = 32
 
     def __post_init__(self) -> None:
         if self.map_mode not in MAP_MODES:
@@ -51,6 +55,9 @@ class DetectorConfig:
             raise ConfigError(msg)
         if not 0 < self.score_top_fraction <= 1:
             msg = f"score_top_fraction must be in (0, 1], got {self.score_top_fraction}"
+            raise ConfigError(msg)
+        if self.seg_head_width < 1:
+            msg = f"seg_head_width must be >= 1, got {self.seg_head_width}"
             raise ConfigError(msg)
         if self.num_prototypes < 1 or self.embed_dim % self.num_heads:
             msg = "num_prototypes must be >= 1 and embed_dim divisible by num_heads"
@@ -75,6 +82,12 @@ class DetectorConfig:
         if "level_weights" in d:
             d["level_weights"] = tuple(d["level_weights"])
         return cls(**d)
+
+    @classmethod
+    def from_manifest(cls, d: dict[str, Any]) -> DetectorConfig:
+        """Like :meth:`from_dict` for a bundle manifest's ``model.config``, reading keys that older
+        bundles lack with the values those bundles were built with."""
+        return cls.from_dict({"seg_head_width": LEGACY_SEG_HEAD_WIDTH, **d})
 
 
 class SegmentationHead(nn.Module):
@@ -133,7 +146,7 @@ class PrototypeDetectorNet(nn.Module):
             noise_std=config.noise_std,
             dropout=config.dropout,
         )
-        self.seg_head = SegmentationHead(channels)
+        self.seg_head = SegmentationHead(channels, width=config.seg_head_width)
         w = torch.tensor(config.level_weights, dtype=torch.float32)
         # derived from the config, so not part of the weights (inference settings can change them)
         self.register_buffer("level_weights", w / w.sum(), persistent=False)
