@@ -296,6 +296,35 @@ def _read_frames(paths: Sequence[str]) -> list[np.ndarray]:
     return [read_image(p, probe_mode(p)) for p in paths]  # gray or RGB
 
 
+def training_data_frames(bundle: str | Path, per_dataset: int = 2) -> tuple[list[np.ndarray], list[str]]:
+    """Real frames for the parity check: the first anomalous and normal test images of each dataset the
+    bundle was trained on, where those folders still exist on this machine.
+
+    Returns:
+        (RGB/gray frames, their paths); empty when no recorded dataset is reachable.
+    """
+    from training.datasets import load_dataset
+
+    from sdk.bundle import load_bundle
+
+    frames: list[np.ndarray] = []
+    paths: list[str] = []
+    for info in load_bundle(bundle).manifest.datasets:
+        root = info.get("root") if isinstance(info, dict) else None
+        if not root or not Path(root).is_dir():
+            continue
+        try:
+            ds = load_dataset(root, info.get("format", "auto"))
+        except ProtoInspectError:
+            continue  # moved or changed data: the check still has its random frames
+        picks = [s for s in ds.test if s.label == 1][: per_dataset - per_dataset // 2]
+        picks += [s for s in ds.test if s.label == 0][: per_dataset // 2] or ds.train[: per_dataset // 2]
+        found = [str(s.image_path) for s in picks]
+        frames += _read_frames(found)
+        paths += found
+    return frames, paths
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``protoinspect export BUNDLE_DIR [--opset N] [--no-verify] [--frames IMG ...]``."""
     p = argparse.ArgumentParser(
@@ -310,10 +339,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-verify", action="store_true", help="skip the torch/onnxruntime parity check")
     p.add_argument("--num-random", type=int, default=4, help="random frames in the parity check (default 4)")
     p.add_argument("--frames", nargs="+", default=[], metavar="IMAGE",
-                   help="real images (any size) to include in the parity check")
+                   help="real images (any size) to include in the parity check (default: two test images of "
+                   "each training dataset recorded in the bundle, when those folders exist here)")
     args = p.parse_args(argv)
     try:
-        frames = _read_frames(args.frames) if args.frames and not args.no_verify else []
+        frames: list[np.ndarray] = []
+        if not args.no_verify:
+            if args.frames:
+                frames = _read_frames(args.frames)
+            else:
+                frames, found = training_data_frames(args.bundle)
+                print(f"parity frames: {args.num_random} random + {len(frames)} real from the bundle's training "
+                      f"data{': ' + ', '.join(found) if found else ' (none reachable; give --frames)'}")
         info = export_detector_onnx(args.bundle, opset=args.opset, verify=not args.no_verify,
                                     num_random=args.num_random, real_frames=frames, frames_color_order="rgb")
     except ProtoInspectError as exc:

@@ -180,11 +180,36 @@ def test_non_contiguous_views_match_copies(inspector: Inspector, rng: np.random.
         _same(inspector.inspect(view), inspector.inspect(np.ascontiguousarray(view)))
 
 
-def test_huge_frame(inspector: Inspector) -> None:
+def test_huge_frame(bundle: Path) -> None:
+    import tracemalloc
+
     frame = np.full((8000, 8000, 3), 90, np.uint8)
     frame[3000:5000, 3000:5000] = 200
-    result = inspector.inspect(frame)
+    with _make(bundle, **FORCE_ANOMALOUS, masker="otsu") as insp:
+        insp.inspect(frame[:64, :64])
+        tracemalloc.start()
+        try:
+            result = insp.inspect(frame)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     assert result.anomaly_map.shape == (8000, 8000) and result.anomaly_map.dtype == np.float32
+    assert result.mask.shape == (8000, 8000)
+    returned = result.anomaly_map.nbytes + result.mask.nbytes  # 320 MB, the result itself
+    assert peak < returned + frame.nbytes // 2, f"peak {peak / 1e6:.0f} MB for a {returned / 1e6:.0f} MB result"
+
+
+def test_regions_of_huge_maps_are_found_at_working_size() -> None:
+    from sdk.stages.regions import extract_defects
+
+    amap = np.zeros((3000, 4000), np.float32)
+    amap[1000:1600, 2000:2900] = 1.0
+    mask = np.ones(amap.shape, bool)
+    (big,) = extract_defects(amap, 0.5, mask, 1)
+    (exact,) = extract_defects(amap, 0.5, mask, 1, working_side=4000)
+    assert exact.bbox_xyxy == (2000, 1000, 2900, 1600) and exact.area_px == 600 * 900
+    assert np.allclose(big.bbox_xyxy, exact.bbox_xyxy, atol=4)  # 4 = one working pixel in frame pixels
+    assert abs(big.area_px - exact.area_px) / exact.area_px < 0.01
 
 
 def test_inspect_batch_equals_inspect(inspector: Inspector, rng: np.random.Generator) -> None:

@@ -54,6 +54,17 @@ def test_train_writes_a_complete_bundle(tiny_products: list[Path], tmp_path: Pat
             assert 0.0 <= row[key] <= 1.0
         assert row["num_test"] == row["num_anomalous"] + row["num_normal"] == 4 + 6
 
+    # the export CLI's parity check uses real frames of the recorded training data by default
+    from export.onnx_export import main as export_main
+    from export.onnx_export import training_data_frames
+
+    frames, paths = training_data_frames(out, per_dataset=2)
+    assert len(frames) == len(paths) == 4 and all(f.dtype == np.uint8 and f.shape[0] == 64 for f in frames)
+    assert sum("/good/" in p for p in paths) == 2
+    assert export_main([str(out), "--num-random", "1"]) == 0
+    info = load_bundle(out).manifest.extra["onnx"]
+    assert info["parity"]["num_real"] == 4 and info["parity"]["num_random"] == 1
+
 
 class _Interrupt(Exception):
     pass

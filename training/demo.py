@@ -36,7 +36,7 @@ def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] =
 
     Returns the evaluation report with ``total_seconds`` and, if ``inspect``, the inspect exit code.
     """
-    from export.onnx_export import export_detector_onnx
+    from export.onnx_export import export_detector_onnx, training_data_frames
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] =
                             num_test_good=12, num_test_per_defect=4, seed=seed, progress=progress)
     cfg = load_train_config(DEMO_CONFIG, [f"image_size={image_size}", f"seed={seed}", *overrides])
     bundle = train_detector(dirs, out / "bundle", cfg, overwrite=True, progress=progress, command="protoinspect demo")
-    export_detector_onnx(bundle)
+    export_detector_onnx(bundle, real_frames=training_data_frames(bundle, per_dataset=1)[0], frames_color_order="rgb")
     report = evaluate_detector(dirs, bundle, progress=progress)
     (out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     if inspect:
