@@ -2,7 +2,8 @@
 
 :class:`DetectorExportModule` wraps a ``PrototypeDetectorNet`` with the bundle's normalisation, so the
 graph takes ``image`` (``N x H x W x 3`` uint8 RGB at model size) and gives ``anomaly_map``
-(``N x 1 x H x W`` float32) and ``score`` (``N`` float32). Shared by the exporter
+(``N x 1 x H x W`` float32), ``score`` (``N`` float32) and ``features`` (``N x C x H/8 x W/8``
+float32, the fused encoder map the defect classifier reads). Shared by the exporter
 (:mod:`export.onnx_export`) and the torch/onnxruntime parity check (:mod:`export.onnx_parity`).
 """
 
@@ -12,19 +13,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdk.backends.base import DETECTOR_INPUT, DETECTOR_OUTPUTS
+from sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS
 from sdk.preprocess import PreprocessSpec
 
 # the runtime's I/O contract is the single source of truth for the graph's names
 INPUT_NAME = DETECTOR_INPUT
-OUTPUT_NAMES = DETECTOR_OUTPUTS
+OUTPUT_NAMES = (*DETECTOR_OUTPUTS, DETECTOR_FEATURES)
 
 
 class DetectorExportModule(nn.Module):
     """A :class:`~sdk.models.prototype_detector.PrototypeDetectorNet` with the bundle's normalisation baked in.
 
     Input ``image``: N x H x W x 3 uint8 RGB at model size (``sdk.preprocess.resize_to_rgb`` output).
-    Outputs: ``anomaly_map`` N x 1 x H x W float32 and ``score`` N float32, as the net gives them.
+    Outputs: ``anomaly_map`` N x 1 x H x W float32, ``score`` N float32 and ``features``, as the net
+    gives them (:meth:`PrototypeDetectorNet.forward_with_features`).
     """
 
     def __init__(self, net: nn.Module, spec: PreprocessSpec) -> None:
@@ -46,6 +48,6 @@ class DetectorExportModule(nn.Module):
         x = image.to(torch.float32).permute(0, 3, 1, 2)
         return x * self.scale + self.offset
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 NHWC RGB batch -> (anomaly map N x 1 x H x W, score N)."""
-        return self.net(self.normalize(image))
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """uint8 NHWC RGB batch -> (anomaly map N x 1 x H x W, score N, features N x C x H/8 x W/8)."""
+        return self.net.forward_with_features(self.normalize(image))

@@ -123,7 +123,8 @@ def _value_info_dict(vi: Any) -> dict[str, Any]:
     return {"name": vi.name, "dtype": dtype, "shape": shape}
 
 
-def _io_signature(onnx_path: Path, image_size: tuple[int, int]) -> tuple[list[dict], list[dict]]:
+def _io_signature(onnx_path: Path, image_size: tuple[int, int],
+                  feature_shape: tuple[int, int, int]) -> tuple[list[dict], list[dict]]:
     import onnx
 
     model = onnx.load(str(onnx_path))
@@ -134,6 +135,7 @@ def _io_signature(onnx_path: Path, image_size: tuple[int, int]) -> tuple[list[di
     expected_out = [
         {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", 1, h, w]},
         {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch"]},
+        {"name": OUTPUT_NAMES[2], "dtype": "float32", "shape": ["batch", *feature_shape]},
     ]
     if inputs != expected_in or outputs != expected_out:
         msg = f"exported graph has I/O {inputs} -> {outputs}, expected {expected_in} -> {expected_out}"
@@ -141,8 +143,16 @@ def _io_signature(onnx_path: Path, image_size: tuple[int, int]) -> tuple[list[di
     return inputs, outputs
 
 
-def _pin_output_shapes(path: Path, image_size: tuple[int, int]) -> None:
-    """Write the known output shapes into the graph (``batch`` x 1 x H x W and ``batch``).
+def _feature_shape(module: DetectorExportModule) -> tuple[int, int, int]:
+    """(C, h, w) of the ``features`` output, from one torch forward at model size."""
+    h, w = module.image_size
+    with torch.no_grad():
+        feats = module(torch.zeros((1, h, w, 3), dtype=torch.uint8))[2]
+    return tuple(int(v) for v in feats.shape[1:])  # type: ignore[return-value]
+
+
+def _pin_output_shapes(path: Path, image_size: tuple[int, int], feature_shape: tuple[int, int, int]) -> None:
+    """Write the known output shapes into the graph (``batch`` x 1 x H x W, ``batch``, ``batch`` x C x h x w).
 
     The TorchScript exporter's own shape inference loses H and W through the blur's replicate padding
     and may even label a spatial axis ``batch``; consumers (TensorRT, onnxruntime) then see a wrong
@@ -153,7 +163,8 @@ def _pin_output_shapes(path: Path, image_size: tuple[int, int]) -> None:
 
     model = onnx.load(str(path))
     h, w = image_size
-    dims = {OUTPUT_NAMES[0]: ["batch", 1, h, w], OUTPUT_NAMES[1]: ["batch"]}
+    dims = {OUTPUT_NAMES[0]: ["batch", 1, h, w], OUTPUT_NAMES[1]: ["batch"],
+            OUTPUT_NAMES[2]: ["batch", *feature_shape]}
     for out in model.graph.output:
         shape = out.type.tensor_type.shape
         del shape.dim[:]
@@ -187,7 +198,7 @@ def _torch_export(module: DetectorExportModule, path: Path, opset: int) -> None:
                 opset_version=opset,
                 input_names=[INPUT_NAME],
                 output_names=list(OUTPUT_NAMES),
-                dynamic_axes={INPUT_NAME: batch, OUTPUT_NAMES[0]: batch, OUTPUT_NAMES[1]: batch},
+                dynamic_axes={INPUT_NAME: batch, **{name: batch for name in OUTPUT_NAMES}},
                 do_constant_folding=True,
             )
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
@@ -248,13 +259,14 @@ def export_detector_onnx(
     with tempfile.TemporaryDirectory(prefix="protoinspect-onnx-") as tmp:
         path = Path(tmp) / ONNX_FILE
         _torch_export(module, path, opset)
-        _pin_output_shapes(path, (h, w))
+        feature_shape = _feature_shape(module)
+        _pin_output_shapes(path, (h, w), feature_shape)
         try:
             onnx.checker.check_model(str(path), full_check=True)
         except Exception as exc:  # noqa: BLE001 - onnx.checker.ValidationError and friends
             msg = f"the exported graph fails onnx.checker: {exc}"
             raise ExportError(msg) from exc
-        inputs, outputs = _io_signature(path, (h, w))
+        inputs, outputs = _io_signature(path, (h, w), feature_shape)
         problems = lint_onnx(path)
         if problems:
             msg = f"the exported graph is not TensorRT {TRT_DOC_VERSION} compatible:\n  - " + "\n  - ".join(problems)

@@ -124,16 +124,17 @@ def verify_onnx_parity(
         raise InputError(msg)
 
     session = _ort_session(onnx_path)
-    map_diff = score_diff = 0.0
-    map_scale = 1.0
+    map_diff = score_diff = feat_diff = 0.0
+    map_scale = feat_scale = 1.0
     sizes = []
     for idx in _parity_batches(len(images)):
         batch = np.ascontiguousarray(images[idx])
         with torch.no_grad():
-            t_map, t_score = (t.numpy() for t in module(torch.from_numpy(batch)))
-        o_map, o_score = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+            t_map, t_score, t_feat = (t.numpy() for t in module(torch.from_numpy(batch)))
+        o_map, o_score, o_feat = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         n = len(idx)
-        for name, arr, shape in (("anomaly_map", o_map, (n, 1, h, w)), ("score", o_score, (n,))):
+        for name, arr, shape in (("anomaly_map", o_map, (n, 1, h, w)), ("score", o_score, (n,)),
+                                 ("features", o_feat, t_feat.shape)):
             if arr.shape != shape or arr.dtype != np.float32:
                 msg = (
                     f"onnxruntime output '{name}' is {arr.shape} {arr.dtype} for a batch of {n}, "
@@ -146,6 +147,8 @@ def verify_onnx_parity(
         map_diff = max(map_diff, float(np.abs(o_map - t_map).max()))
         score_diff = max(score_diff, float(np.abs(o_score - t_score).max()))
         map_scale = max(map_scale, float(np.abs(t_map).max()))
+        feat_diff = max(feat_diff, float(np.abs(o_feat - t_feat).max()))
+        feat_scale = max(feat_scale, float(np.abs(t_feat).max()))
         sizes.append(n)
 
     import onnxruntime
@@ -157,6 +160,9 @@ def verify_onnx_parity(
         "map_atol": float(map_atol),
         "score_atol": float(score_atol),
         "map_tolerance": float(map_atol) * map_scale,
+        "features_max_abs_diff": feat_diff,
+        "features_scale": feat_scale,
+        "features_tolerance": float(map_atol) * feat_scale,
         "score_tolerance": float(score_atol) * map_scale,
         "num_frames": int(len(images)),
         "batch_sizes": sizes,
@@ -170,6 +176,7 @@ def verify_onnx_parity(
         for name, key, tol, atol in (
             ("anomaly_map", "map_max_abs_diff", "map_tolerance", map_atol),
             ("score", "score_max_abs_diff", "score_tolerance", score_atol),
+            ("features", "features_max_abs_diff", "features_tolerance", map_atol),
         )
         if not result[key] <= result[tol]
     ]

@@ -92,7 +92,8 @@ def test_onnxruntime_and_torch_agree(ort_backend: OnnxRuntimeBackend, torch_back
     o = ort_backend.run({"image": frames})
     t = torch_backend.run({"image": frames})
     for out in (o, t):
-        assert list(out) == list(DETECTOR_OUTPUTS)
+        assert list(out) == [*DETECTOR_OUTPUTS, "features"]
+        assert out["features"].shape[:1] == (batch,) and out["features"].dtype == np.float32
         assert out["anomaly_map"].shape == (batch, 1, *SIZE) and out["anomaly_map"].dtype == np.float32
         assert out["score"].shape == (batch,) and out["score"].dtype == np.float32
         assert np.isfinite(out["anomaly_map"]).all() and np.isfinite(out["score"]).all()
@@ -146,7 +147,7 @@ def test_backends_satisfy_the_protocol(ort_backend: OnnxRuntimeBackend, torch_ba
     for backend, name in ((ort_backend, "onnxruntime"), (torch_backend, "torch")):
         assert isinstance(backend, Backend)
         assert backend.name == name and backend.device == "cpu"
-        assert backend.input_names == ("image",) and backend.output_names == ("anomaly_map", "score")
+        assert backend.input_names == ("image",) and backend.output_names == ("anomaly_map", "score", "features")
 
 
 # ----------------------------------------------------------------------------- input validation

@@ -86,6 +86,7 @@ def test_export_adds_verified_onnx_to_bundle(bundle: Path) -> None:
     assert record["outputs"] == [
         {"name": "anomaly_map", "dtype": "float32", "shape": ["batch", 1, 64, 64]},
         {"name": "score", "dtype": "float32", "shape": ["batch"]},
+        {"name": "features", "dtype": "float32", "shape": ["batch", 336, 8, 8]},
     ]
     assert record["tensorrt_lint"] == {
         "tensorrt_doc_version": TRT_DOC_VERSION, "max_opset": TRT_MAX_OPSET, "problems": []
@@ -114,7 +115,8 @@ def test_onnxruntime_matches_torch_and_sdk_preprocessing(bundle: Path, rng: np.r
         frames = _frames(rng, n)
         with torch.no_grad():
             t_map, t_score = net(torch.from_numpy(np.stack([normalize(f, spec) for f in frames])))
-        o_map, o_score = session.run(None, {"image": frames})
+        o_map, o_score, o_feat = session.run(None, {"image": frames})
+        assert o_feat.shape == (n, 336, 8, 8) and o_feat.dtype == np.float32
         assert o_map.shape == (n, 1, 64, 64) and o_map.dtype == np.float32
         assert o_score.shape == (n,) and o_score.dtype == np.float32
         scale = max(1.0, float(t_map.abs().max()))
@@ -133,8 +135,9 @@ def test_export_fused_map_mode(tmp_path: Path, rng: np.random.Generator) -> None
     module = DetectorExportModule(load_detector_net(bundle), load_bundle(bundle).manifest.preprocess_spec).eval()
     frames = _frames(rng, 3)
     with torch.no_grad():
-        t_map, t_score = module(torch.from_numpy(frames))
-    o_map, o_score = _session(bundle / ONNX_FILE).run(None, {"image": frames})
+        t_map, t_score, t_feat = module(torch.from_numpy(frames))
+    o_map, o_score, o_feat = _session(bundle / ONNX_FILE).run(None, {"image": frames})
+    np.testing.assert_allclose(o_feat, t_feat.numpy(), rtol=0, atol=MAP_ATOL * max(1.0, float(t_feat.abs().max())))
     scale = max(1.0, float(t_map.abs().max()))
     np.testing.assert_allclose(o_map, t_map.numpy(), rtol=0, atol=MAP_ATOL * scale)
     np.testing.assert_allclose(o_score, t_score.numpy(), rtol=0, atol=SCORE_ATOL * scale)
@@ -208,8 +211,8 @@ def _all_values_and_random(rng: np.random.Generator, size: tuple[int, int]) -> n
 class _Echo(torch.nn.Module):
     """Stand-in net returning its (normalised) input, to read the graph's normalisation back."""
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, x.flatten(1).mean(dim=1)
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return x, x.flatten(1).mean(dim=1), x
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False is the legacy exporter, on purpose
@@ -219,7 +222,7 @@ def test_onnx_normalisation_equals_sdk_normalize(tmp_path: Path, rng: np.random.
     module = DetectorExportModule(_Echo(), spec).eval()
     path = tmp_path / "norm.onnx"
     torch.onnx.export(module, (torch.from_numpy(_frames(rng, 2, (32, 32))),), str(path), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["x", "m"], dynamic_axes={"image": {0: "b"}})
+                      input_names=["image"], output_names=["x", "m", "f"], dynamic_axes={"image": {0: "b"}})
     frames = _all_values_and_random(rng, (32, 32))
     got = _session(path).run(["x"], {"image": frames})[0]
     np.testing.assert_allclose(got, np.stack([normalize(f, spec) for f in frames]), rtol=0, atol=1e-6)

@@ -1,7 +1,9 @@
 """The backend contract: what every runtime that executes the detector graph offers, and its input checks.
 
 The detector graph takes ``image`` (N x H x W x 3 uint8 RGB at the bundle's model size) and returns
-``anomaly_map`` (N x 1 x H x W float32) and ``score`` (N float32); the normalisation is part of the graph.
+``anomaly_map`` (N x 1 x H x W float32), ``score`` (N float32) and ``features`` (N x C x H/8 x W/8
+float32, for the defect classifier; absent from graphs exported before it existed); the normalisation
+is part of the graph.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from sdk.errors import BackendError, ConfigError, InputError
 #: Name of the detector graph's only input and of its outputs (the contract of ``detector.onnx``).
 DETECTOR_INPUT = "image"
 DETECTOR_OUTPUTS = ("anomaly_map", "score")
+#: Optional third output: the fused encoder feature map (N x C x H/8 x W/8 float32) the defect
+#: classifier takes its tokens from; graphs exported before it existed lack it.
+DETECTOR_FEATURES = "features"
 #: Default file name of the exported graph inside a bundle (``manifest.extra["onnx"]["file"]`` wins).
 DETECTOR_ONNX_FILE = "detector.onnx"
 

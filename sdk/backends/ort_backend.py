@@ -16,6 +16,7 @@ import numpy as np
 
 from sdk._imports import require
 from sdk.backends.base import (
+    DETECTOR_FEATURES,
     DETECTOR_INPUT,
     DETECTOR_OUTPUTS,
     BackendBase,
@@ -255,8 +256,8 @@ def _check_graph(session: Any, bundle: Bundle, file_name: str) -> tuple[tuple[st
         image = inputs[0]
         if image.type != "tensor(uint8)" or list(image.shape[1:]) != [h, w, 3]:
             problems.append(f"input '{DETECTOR_INPUT}' is {image.type} {image.shape}, expected tensor(uint8) [N, {h}, {w}, 3]")
-    if outputs != DETECTOR_OUTPUTS:
-        problems.append(f"outputs are {list(outputs)}, expected {list(DETECTOR_OUTPUTS)}")
+    if outputs not in (DETECTOR_OUTPUTS, (*DETECTOR_OUTPUTS, DETECTOR_FEATURES)):
+        problems.append(f"outputs are {list(outputs)}, expected {list(DETECTOR_OUTPUTS)} (+ '{DETECTOR_FEATURES}')")
     if problems:
         msg = (
             f"{bundle.path / file_name} does not match the bundle's detector contract ({'; '.join(problems)}): "

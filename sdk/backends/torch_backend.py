@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from sdk._imports import require
-from sdk.backends.base import DETECTOR_INPUT, DETECTOR_OUTPUTS, BackendBase, as_bundle, parse_device
+from sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, BackendBase, as_bundle, parse_device
 from sdk.bundle import Bundle
 from sdk.errors import BackendError, ConfigError, MissingDependencyError
 from sdk.preprocess import normalize_batch
@@ -82,7 +82,7 @@ class TorchBackend(BackendBase):
         self._spec = bundle.manifest.preprocess_spec
         self._weights_name = str(bundle.manifest.model.get("weights", "detector.safetensors"))
         self._net = load_detector_net(bundle).to(self._torch_device).eval()
-        self._init_base(bundle, device, (DETECTOR_INPUT,), DETECTOR_OUTPUTS)
+        self._init_base(bundle, device, (DETECTOR_INPUT,), (*DETECTOR_OUTPUTS, DETECTOR_FEATURES))
         logger.debug("torch detector for %s on %s", bundle.path, device)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -90,13 +90,14 @@ class TorchBackend(BackendBase):
         x = torch.from_numpy(normalize_batch(inputs[DETECTOR_INPUT], self._spec))  # N x 3 x H x W
         try:
             with torch.inference_mode():
-                amap, score = self._net(x.to(self._torch_device, non_blocking=False))
+                amap, score, feats = self._net.forward_with_features(x.to(self._torch_device, non_blocking=False))
                 amap_np = amap.to("cpu", torch.float32).numpy()  # N x 1 x H x W
                 score_np = score.to("cpu", torch.float32).numpy()  # N
+                feats_np = feats.to("cpu", torch.float32).numpy()  # N x C x H/8 x W/8
         except RuntimeError as exc:  # CUDA OOM, device errors
             msg = f"torch failed to run the detector on {self.device}: {exc}"
             raise BackendError(msg) from exc
-        return {DETECTOR_OUTPUTS[0]: amap_np, DETECTOR_OUTPUTS[1]: score_np}
+        return {DETECTOR_OUTPUTS[0]: amap_np, DETECTOR_OUTPUTS[1]: score_np, DETECTOR_FEATURES: feats_np}
 
     def _release(self) -> None:
         self._net = None

@@ -141,8 +141,11 @@ class PrototypeDecoder(nn.Module):
         self.norm_out = nn.LayerNorm(embed_dim)
         self.heads = nn.ModuleList(nn.Conv2d(embed_dim, c, 1) for c in in_channels)
 
-    def encode_tokens(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Fuse the levels on the grid of ``grid_level`` -> (B x N x D tokens, (h, w))."""
+    def fuse_levels(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """All encoder levels on the grid of ``grid_level``, concatenated: B x sum(C_l) x h x w.
+
+        This is also the feature map the defect classifier takes its tokens from.
+        """
         h, w = (int(v) for v in features[self.grid_level].shape[-2:])  # static under ONNX tracing
         resized = []
         for f in features:
@@ -152,7 +155,16 @@ class PrototypeDecoder(nn.Module):
             elif fw < w:
                 f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
             resized.append(f)
-        fused = torch.cat(resized, dim=1)
+        return torch.cat(resized, dim=1)
+
+    def encode_tokens(self, features: list[torch.Tensor],
+                      fused: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Fuse the levels on the grid of ``grid_level`` -> (B x N x D tokens, (h, w)).
+
+        ``fused``: the output of :meth:`fuse_levels` when the caller already has it.
+        """
+        fused = self.fuse_levels(features) if fused is None else fused
+        h, w = (int(v) for v in fused.shape[-2:])
         if self.training and self.noise_std > 0:
             fused = fused + torch.randn_like(fused) * fused.std(dim=1, keepdim=True) * self.noise_std
         tokens = self.bottleneck(fused).flatten(2).transpose(1, 2)  # B x N x D
@@ -162,9 +174,13 @@ class PrototypeDecoder(nn.Module):
         """Encoder features -> reconstructed features, same shapes, rebuilt only via prototypes."""
         return self.forward_with_tokens(features)[0]
 
-    def forward_with_tokens(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Like :meth:`forward`, also returning the bottleneck tokens (B x N x D) for the constraint loss."""
-        tokens, (h, w) = self.encode_tokens(features)
+    def forward_with_tokens(self, features: list[torch.Tensor],
+                            fused: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Like :meth:`forward`, also returning the bottleneck tokens (B x N x D) for the constraint loss.
+
+        ``fused``: the output of :meth:`fuse_levels` when the caller already has it.
+        """
+        tokens, (h, w) = self.encode_tokens(features, fused)
         x = tokens
         prototypes = self.prototypes.unsqueeze(0).expand(tokens.shape[0], -1, -1)  # B x M x D
         for layer in self.layers:

@@ -211,9 +211,16 @@ class PrototypeDetectorNet(nn.Module):
 
         The map is combined and blurred on the stride-4 grid, then upsampled once to the input size.
         """
+        amap, score, _ = self.forward_with_features(x)
+        return amap, score
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Like :meth:`forward`, also returning the fused encoder feature map (B x sum(C) x H/8 x W/8)
+        that the prototype decoder reads and the defect classifier takes its tokens from."""
         size = x.shape[-2:]
         features = self.encoder(x)
-        recon = self.decoder(features)
+        fused = self.decoder.fuse_levels(features)
+        recon = self.decoder.forward_with_tokens(features, fused)[0]
         amap = (self.feature_distance(features, recon) - self.map_norm[0, 0]) / self.map_norm[0, 1]
         if self.config.map_mode == "fused":
             seg = torch.sigmoid(self.seg_head(features))  # B x 1 x H/4 x W/4
@@ -222,4 +229,4 @@ class PrototypeDetectorNet(nn.Module):
         flat = amap.flatten(1)
         k = max(1, int(int(flat.shape[1]) * self.config.score_top_fraction + 0.5))  # static under tracing
         score = torch.topk(flat, k, dim=1).values.mean(dim=1)
-        return amap, score
+        return amap, score, fused

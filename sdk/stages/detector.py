@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from sdk.backends.base import DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend
+from sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend
 from sdk.preprocess import PreprocessSpec, resize_map, resize_to_rgb
 
 
@@ -18,10 +18,15 @@ class DetectorOutput:
     Attributes:
         anomaly_map: H x W float32 at frame resolution.
         score: image-level anomaly score.
+        model_map: H' x W' float32 map at the model's input size (what discovery works on).
+        features: C x h x w float32 fused encoder features (the defect classifier's tokens); None
+            when the graph has no ``features`` output (exported before it existed).
     """
 
     anomaly_map: np.ndarray
     score: float
+    model_map: np.ndarray | None = None
+    features: np.ndarray | None = None
 
 
 class DetectorStage:
@@ -48,7 +53,9 @@ class DetectorStage:
         out = self.backend.run({DETECTOR_INPUT: image_rgb[None]})
         amap = out[DETECTOR_OUTPUTS[0]][0, 0]  # H' x W'
         score = float(out[DETECTOR_OUTPUTS[1]][0])
-        return DetectorOutput(anomaly_map=resize_map(amap, frame_size), score=score)
+        feats = out.get(DETECTOR_FEATURES)
+        return DetectorOutput(anomaly_map=resize_map(amap, frame_size), score=score, model_map=amap,
+                              features=None if feats is None else feats[0])
 
     def detect(self, frame: np.ndarray) -> DetectorOutput:
         """Anomaly map and score of one frame.
