@@ -375,6 +375,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("parity: not checked (--no-verify)")
     else:
         print(format_parity(info["parity"]))
+    from sdk.bundle import load_bundle
+    from sdk.stages.discovery import has_classifier
+
+    if has_classifier(load_bundle(args.bundle)):
+        from export.classifier_export import export_classifier_onnx
+
+        try:
+            clf = export_classifier_onnx(args.bundle)
+        except ProtoInspectError as exc:
+            return report_error(exc)
+        d, t = clf["parity"]["max_abs_diff"], clf["parity"]["tolerance"]
+        print(f"exported classifier.onnx; parity torch vs onnxruntime: embedding {d['embedding']:.3g} "
+              f"(tol {t['embedding']:.3g}), logits {d['logits']:.3g} (tol {t['logits']:.3g})")
     return 0
 
 

@@ -55,6 +55,10 @@ class InspectorConfig:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (and ``"tensorrt:N"`` for onnxruntime).
         threads: CPU threads of the backend (onnxruntime intra-op threads; for torch this sets the
             process-wide ``torch.set_num_threads``). None: the runtime's default.
+        classify: use the bundle's defect classifier (when it has one) on anomalous frames: regions
+            get a class id/name and ``is_novel``. False: regions stay unclassified.
+        reject_outliers: frames whose defects match no known or discovered class (merged vMF score
+            below the bundle's calibrated threshold) get the verdict REJECTED; needs ``classify``.
 
     Raises:
         ConfigError: any value out of its domain (raised by the constructor).
@@ -75,6 +79,8 @@ class InspectorConfig:
     backend: BackendName = "auto"
     device: str = "cpu"
     threads: int | None = None
+    classify: bool = True
+    reject_outliers: bool = True
 
     def __post_init__(self) -> None:
         if self.color_order not in _COLOR_ORDERS:
@@ -104,6 +110,9 @@ class InspectorConfig:
             raise ConfigError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
         if budget is not None:
             object.__setattr__(self, "latency_budget_ms", float(budget))
+        for name in ("classify", "reject_outliers"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def _check_roi(self) -> None:
         roi = self.roi_xyxy

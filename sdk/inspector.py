@@ -14,15 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from sdk.backends.base import Backend
+from sdk.backends.base import DETECTOR_FEATURES, Backend
 from sdk.backends.registry import create_backend, resolve_backend_name
 from sdk.bundle import Bundle, load_bundle
 from sdk.config import InspectorConfig
-from sdk.errors import BackendError, ConfigError
+from sdk.errors import BackendError, BundleError, ConfigError
 from sdk.preprocess import validate_frame
 from sdk.result import InspectionResult, Verdict
 from sdk.stages.classification import ClassificationInput, DefectClassifier, OutlierRejector, apply_classes
 from sdk.stages.detector import DetectorStage
+from sdk.stages.discovery import DiscoveryClassifier, VmfRejector, has_classifier
 from sdk.stages.masker import Masker, build_masker
 from sdk.stages.regions import extract_defects
 
@@ -112,9 +113,16 @@ class Inspector:
         if cfg.threads is not None:
             kwargs["intra_op_threads" if name == "onnxruntime" else "threads"] = cfg.threads
         runtime = create_backend(name, bundle, **kwargs)
+        classifier, rejector = None, None
+        if cfg.classify and has_classifier(bundle):
+            try:
+                classifier, rejector = _discovery_stages(bundle, runtime, cfg)
+            except Exception:
+                runtime.close()
+                raise
         logger.info("Inspector for bundle %s (%s): backend %s (requested %s) on %s",
                     bundle.manifest.bundle_id, bundle.path, runtime.name, cfg.backend, cfg.device)
-        return cls(bundle, runtime, cfg)
+        return cls(bundle, runtime, cfg, classifier=classifier, rejector=rejector)
 
     # ------------------------------------------------------------------------------------ frames
 
@@ -285,6 +293,19 @@ class Inspector:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"Inspector(bundle={self.bundle.manifest.bundle_id!r}, backend={self.backend.name!r}, {state})"
+
+
+def _discovery_stages(bundle: Bundle, runtime: Backend, cfg: InspectorConfig
+                      ) -> tuple[DiscoveryClassifier, VmfRejector | None]:
+    """The bundle's classifier (on the same kind of runtime as the detector) and its rejector."""
+    if DETECTOR_FEATURES not in runtime.output_names:
+        msg = (f"{bundle.path}: the detector graph has no '{DETECTOR_FEATURES}' output, which the defect "
+               f"classifier needs: re-export with `protoinspect export {bundle.path}` (or classify=False)")
+        raise BundleError(msg)
+    kind = "onnxruntime" if runtime.name == "onnxruntime" else "torch"
+    classifier = DiscoveryClassifier(bundle, kind, cfg.threads)
+    rejector = VmfRejector(classifier.settings.reject_threshold) if cfg.reject_outliers else None
+    return classifier, rejector
 
 
 def _json_threshold(value: float) -> float | str:

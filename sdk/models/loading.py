@@ -49,3 +49,36 @@ def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | N
         msg = f"{bundle.path / weights_name}: weights do not match the manifest's model config ({exc}); re-create the bundle with `python -m training.train_detector ...`"
         raise BundleError(msg) from exc
     return net.eval()
+
+
+def load_classifier_net(bundle: Bundle | str | Path) -> Any:
+    """Return the bundle's ``DefectClassifierNet`` (eval mode, weights loaded).
+
+    Raises:
+        BundleError: the bundle has no classifier (train one with ``python -m training.train_discovery``),
+            or its weights do not fit the recorded architecture.
+    """
+    from safetensors.torch import load as load_safetensors
+
+    from sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
+
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    info = bundle.manifest.extra.get("discovery")
+    if not isinstance(info, dict) or "classifier" not in info:
+        msg = (f"{bundle.path / 'manifest.json'} has no defect classifier; train one with "
+               f"`python -m training.train_discovery --data DIR --bundle {bundle.path}`")
+        raise BundleError(msg)
+    clf = info["classifier"]
+    try:
+        config = ClassifierConfig.from_dict(dict(clf["config"]))
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise BundleError(f"{bundle.path / 'manifest.json'}: invalid classifier config ({exc})") from exc
+    net = DefectClassifierNet(config)
+    name = clf.get("weights", "classifier.safetensors")
+    try:
+        net.load_state_dict(load_safetensors(bundle.read_bytes(name)), strict=True)
+    except (RuntimeError, ValueError) as exc:
+        msg = f"{bundle.path / name}: weights do not match the manifest's classifier config ({exc}); re-train discovery"
+        raise BundleError(msg) from exc
+    return net.eval()

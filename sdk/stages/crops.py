@@ -135,30 +135,35 @@ def _square(x0: int, y0: int, x1: int, y1: int, height: int, width: int) -> Crop
     return CropBox(xa, ya, xb, yb)
 
 
+def _groups(close: np.ndarray) -> list[list[int]]:
+    """Connected components (lists of indices, in first-index order) of a symmetric bool adjacency matrix."""
+    parent = list(range(close.shape[0]))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(close, 1))):
+        parent[root(int(i))] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(close.shape[0]):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
 def _merge_close(boxes: list[CropBox], threshold: int, height: int, width: int) -> list[CropBox]:
     """Merge groups of boxes whose pairwise gaps are ``< threshold`` (transitively) until none are close."""
     while len(boxes) > 1:
         b = np.array([box.to_list() for box in boxes], dtype=np.int64)
         gx = np.maximum(0, np.maximum(b[:, None, 0], b[None, :, 0]) - np.minimum(b[:, None, 2], b[None, :, 2]))
         gy = np.maximum(0, np.maximum(b[:, None, 1], b[None, :, 1]) - np.minimum(b[:, None, 3], b[None, :, 3]))
-        close = np.hypot(gx, gy) < threshold
-        parent = list(range(len(boxes)))
-
-        def root(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        for i, j in zip(*np.nonzero(np.triu(close, 1))):
-            parent[root(int(i))] = root(int(j))
-        groups: dict[int, list[int]] = {}
-        for i in range(len(boxes)):
-            groups.setdefault(root(i), []).append(i)
+        groups = _groups(np.hypot(gx, gy) < threshold)
         if len(groups) == len(boxes):
             break
         boxes = [_square(int(b[g, 0].min()), int(b[g, 1].min()), int(b[g, 2].max()), int(b[g, 3].max()),
-                         height, width) for g in groups.values()]
+                         height, width) for g in groups]
     return boxes
 
 
@@ -184,6 +189,9 @@ def anomaly_crop_boxes(mask: np.ndarray, num_regions: int, settings: CropSetting
         settings: padding, minimum size, merge distance and extra crops.
     """
     cv2 = require("cv2")
+    if not isinstance(settings, CropSettings):
+        msg = f"settings must be CropSettings, got {type(settings).__name__}"
+        raise ConfigError(msg)
     m = _check_2d(mask, "mask", "biu")
     if isinstance(num_regions, bool) or not isinstance(num_regions, (int, np.integer)) or num_regions < 0:
         msg = f"num_regions must be an int >= 0, got {num_regions!r}"

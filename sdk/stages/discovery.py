@@ -1,0 +1,128 @@
+"""Runtime defect classification from a discovery bundle: MEBin crops of the detector's features ->
+the classifier graph (ONNX Runtime or torch) -> per-region classes, a merged frame class, and
+outlier rejection by the calibrated vMF score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sdk._imports import require
+from sdk.bundle import Bundle
+from sdk.errors import BackendError, BundleError
+from sdk.preprocess import resize_mask
+from sdk.stages.classification import ClassificationInput, ClassificationOutput, RegionClass
+from sdk.stages.discovery_crops import DiscoverySettings, build_crops
+from sdk.stages.discovery_merge import merge_crops, softmax
+
+CLASSIFIER_ONNX = "classifier.onnx"
+
+
+def has_classifier(bundle: Bundle) -> bool:
+    """Whether the bundle carries a defect classifier (``training.train_discovery``)."""
+    info = bundle.manifest.extra.get("discovery")
+    return isinstance(info, dict) and "classifier" in info
+
+
+class _OrtClassifier:
+    def __init__(self, bundle: Bundle, threads: int | None) -> None:
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(bundle.read_bytes(CLASSIFIER_ONNX), options,
+                                             providers=["CPUExecutionProvider"])
+
+    def __call__(self, tokens: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        return self._session.run(["logits"], {"tokens": tokens, "regions": regions})[0]
+
+
+class _TorchClassifier:
+    def __init__(self, bundle: Bundle) -> None:
+        from sdk.models.loading import load_classifier_net
+
+        self._torch = require("torch")
+        self._net = load_classifier_net(bundle)
+
+    def __call__(self, tokens: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            return self._net(torch.from_numpy(tokens), torch.from_numpy(regions))[1].numpy()
+
+
+class DiscoveryClassifier:
+    """The bundle's defect classifier as an Inspector stage (a :class:`DefectClassifier`).
+
+    Each defect region gets the class of the crop that overlaps it most (its own crop's
+    ``argmax``); the frame gets the area-merged class of all crops (methods.md §3(b).7).
+    """
+
+    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int | None = None) -> None:
+        """Load settings, classes and the classifier graph.
+
+        Args:
+            bundle: a bundle written by ``training.train_discovery``.
+            backend: ``onnxruntime`` (needs ``classifier.onnx``) or ``torch``.
+            threads: onnxruntime intra-op threads (None: its default).
+
+        Raises:
+            BundleError: no classifier, or no ``classifier.onnx`` for onnxruntime.
+        """
+        if not has_classifier(bundle):
+            raise BundleError(f"{bundle.path}: no defect classifier; train one with `python -m training.train_discovery`")
+        info = bundle.manifest.extra["discovery"]
+        self.settings = DiscoverySettings.from_dict(info["settings"])
+        self.kappa = float(info["classifier"]["config"]["kappa"])
+        self.image_size = tuple(bundle.manifest.preprocess_spec.image_size)
+        self.classes = {int(c["id"]): (str(c["name"]), bool(c.get("discovered", False))) for c in bundle.manifest.classes}
+        if backend == "onnxruntime":
+            if CLASSIFIER_ONNX not in bundle.manifest.files:
+                raise BundleError(f"{bundle.path} has no {CLASSIFIER_ONNX}: run `protoinspect export {bundle.path}`")
+            self._run: Any = _OrtClassifier(bundle, threads)
+        else:
+            self._run = _TorchClassifier(bundle)
+        self.backend = backend
+
+    def _region(self, class_id: int, score: float) -> RegionClass:
+        name, novel = self.classes.get(class_id, (f"class-{class_id}", True))
+        return RegionClass(class_id=class_id, class_name=name, is_novel=novel, score=float(score))
+
+    def classify(self, inputs: ClassificationInput) -> ClassificationOutput:
+        """See :class:`~sdk.stages.classification.DefectClassifier`."""
+        det = inputs.detection
+        if det.features is None or det.model_map is None:
+            raise BackendError("the detector graph gives no 'features' output: re-export the bundle "
+                               "(`protoinspect export BUNDLE`) to use its defect classifier")
+        h, w = self.image_size
+        obj = resize_mask(inputs.mask, (h, w)) if not inputs.mask.all() else None
+        crops = build_crops(det.model_map, det.features, obj, self.settings)
+        logits = np.asarray(self._run(crops.tokens, crops.regions), np.float64)  # n x K
+        merged = merge_crops(logits, crops.areas, self.kappa, self.settings.crops.merge_temperature)
+        image_class = self._region(merged.class_id, merged.score)
+        fh, fw = inputs.mask.shape
+        sx, sy = w / fw, h / fh
+        probs = softmax(logits)
+        regions = []
+        for d in inputs.defects:
+            x0, y0, x1, y1 = d.bbox_xyxy
+            overlaps = [max(0.0, min(x1 * sx, b.x1) - max(x0 * sx, b.x0)) * max(0.0, min(y1 * sy, b.y1) - max(y0 * sy, b.y0))
+                        for b in crops.boxes]
+            k = int(np.argmax(overlaps))
+            if overlaps[k] <= 0:
+                regions.append(image_class)
+                continue
+            c = int(np.argmax(probs[k]))
+            regions.append(self._region(c, logits[k, c] / self.kappa))
+        return ClassificationOutput(regions=tuple(regions), image_class=image_class)
+
+
+class VmfRejector:
+    """REJECTED when the frame's merged vMF score (cosine to its class prototype) is below ``threshold``."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+
+    def is_outlier(self, output: ClassificationOutput) -> bool:
+        """See :class:`~sdk.stages.classification.OutlierRejector`."""
+        return output.image_class is not None and output.image_class.score < self.threshold

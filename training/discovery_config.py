@@ -1,0 +1,99 @@
+"""Configuration of discovery training (``python -m training.train_discovery``), with ``--set`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sdk.errors import ConfigError
+
+ANOMALY_PRIORS = ("mebin", "gt")
+VARIANTS = ("identity", "hflip", "vflip", "rot180")
+
+
+@dataclass(frozen=True)
+class DiscoveryTrainConfig:
+    """Everything that decides how the defect classifier is trained. Defaults suit a 2-core CPU.
+
+    Attributes:
+        grid / embed_dim / num_layers / num_heads / proj_dim / kappa: classifier architecture.
+        contrastive_steps: steps of representation learning (two-view InfoNCE + SupCon on labels).
+        prototype_steps: steps of prototype learning (labels + balanced self-labelling).
+        batch: crops per step.
+        lr / weight_decay: AdamW settings (cosine schedule).
+        temperature: InfoNCE temperature; supcon_temperature for the labelled SupCon term.
+        sinkhorn_epsilon / sinkhorn_iters: entropic regularisation of the balanced assignments.
+        contrastive_weight: weight of the InfoNCE term during prototype learning.
+        k_max: largest number of novel classes considered when estimating it.
+        reject_quantile: outlier threshold = this quantile of the training images' vMF scores.
+        jitters: random box jitters precomputed per crop and flip variant (views are drawn from them).
+        box_jitter: relative shift/scale of jittered boxes.
+        feature_noise / token_drop: feature-level augmentation of each view.
+        anomaly_prior: ``mebin`` (our detector's maps, the product path) or ``gt`` (ground-truth
+            masks; an ablation, reported separately).
+        masker: object masker for the region guidance (``none`` or ``otsu``; as in the Inspector).
+        seed / num_threads: reproducibility and CPU threads (0 = torch's default).
+    """
+
+    grid: int = 8
+    embed_dim: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    proj_dim: int = 64
+    kappa: float = 10.0
+    contrastive_steps: int = 300
+    prototype_steps: int = 300
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    temperature: float = 0.2
+    supcon_temperature: float = 0.1
+    sinkhorn_epsilon: float = 0.05
+    sinkhorn_iters: int = 3
+    contrastive_weight: float = 0.5
+    k_max: int = 8
+    reject_quantile: float = 0.05
+    jitters: int = 3
+    box_jitter: float = 0.15
+    feature_noise: float = 0.05
+    token_drop: float = 0.1
+    anomaly_prior: str = "mebin"
+    masker: str = "none"
+    seed: int = 0
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.contrastive_steps >= 0 and self.prototype_steps >= 0, "steps >= 0"),
+            (self.batch >= 4, "batch >= 4"),
+            (self.k_max >= 2, "k_max >= 2"),
+            (0.0 <= self.reject_quantile < 0.5, "reject_quantile in [0, 0.5)"),
+            (self.jitters >= 1, "jitters >= 1"),
+            (self.anomaly_prior in ANOMALY_PRIORS, f"anomaly_prior in {ANOMALY_PRIORS}"),
+            (self.masker in ("none", "otsu"), "masker in ('none', 'otsu')"),
+            (self.temperature > 0 and self.supcon_temperature > 0 and self.sinkhorn_epsilon > 0, "positive temperatures"),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise ConfigError(f"invalid discovery config: need {what}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (written into the bundle manifest)."""
+        return dataclasses.asdict(self)
+
+
+def discovery_config(overrides: list[str] | None = None) -> DiscoveryTrainConfig:
+    """Defaults plus ``key=value`` overrides (values parsed as JSON when they parse, else strings)."""
+    known = {f.name: f for f in dataclasses.fields(DiscoveryTrainConfig)}
+    values: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in known:
+            raise ConfigError(f"bad override {item!r}: use key=value with key one of {sorted(known)}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return DiscoveryTrainConfig(**values)
