@@ -173,8 +173,12 @@ def _run_steps(model: DefectClassifierNet, views: _Views, cfg: DiscoveryTrainCon
 
 def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: DiscoveryTrainConfig | None = None,
                     *, known: Sequence[str] = (), exclude: Sequence[str] = (), num_novel: int | None = None,
-                    overwrite: bool = False, progress: bool = True, command: str = "") -> Path:
+                    flag_threshold: float | None = None, overwrite: bool = False, progress: bool = True,
+                    command: str = "") -> Path:
     """Train a classifier for ``bundle``'s detector on ``data`` and write the bundle ``out`` (see module doc).
+
+    ``flag_threshold``: detector score from which an unlabelled test image counts as an anomaly
+    (None: the bundle's calibrated image threshold).
 
     Raises:
         ConfigError: unknown or overlapping ``known`` / ``exclude`` types, bad ``num_novel``.
@@ -198,7 +202,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
         raise ConfigError(f"--num-novel must be >= 1, got {num_novel}")
     test = [s for s in ds.test if s.defect_type not in exclude]
     detected = detect(test, ds.channels, net, spec, progress)
-    threshold = float(det.manifest.thresholds["image"])
+    threshold = float(det.manifest.thresholds["image"]) if flag_threshold is None else float(flag_threshold)
     known = list(known)
     lab_idx = [i for i, s in enumerate(test) if s.defect_type in known]
     unl_idx = [i for i, s in enumerate(test) if s.defect_type not in known and detected.scores[i] >= threshold]
@@ -245,7 +249,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
         "training": {
             "config": cfg.to_dict(), "data": str(Path(data).resolve()), "known_types": known,
             "excluded_types": list(exclude), "num_labelled": len(lab_idx), "num_unlabelled": len(unl_idx),
-            "detector_bundle_id": det.manifest.bundle_id, "k_novel_estimated": int(k_novel) if num_novel is None else None,
+            "detector_bundle_id": det.manifest.bundle_id, "flag_threshold": threshold if np.isfinite(threshold) else str(threshold), "k_novel_estimated": int(k_novel) if num_novel is None else None,
             "num_novel_given": num_novel, "silhouettes": {str(k): v for k, v in silhouettes.items()},
             "loss_contrastive_last": float(np.mean(hist_a[-20:])) if hist_a else None,
             "loss_prototype_last": float(np.mean(hist_b[-20:])) if hist_b else None,
@@ -275,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--exclude-type", action="append", default=[], metavar="TYPE",
                    help="leave this defect type out entirely (to measure outlier rejection on it)")
     p.add_argument("--num-novel", type=int, help="number of novel classes (default: estimated)")
+    p.add_argument("--flag-threshold", type=float,
+                   help="detector score from which a test image is an unlabelled anomaly (default: the bundle's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--no-export", action="store_true", help="do not export classifier.onnx")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle")
@@ -284,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = discovery_config(args.set)
         path = train_discovery(args.data, args.bundle, out, cfg, known=args.known, exclude=args.exclude_type,
-                               num_novel=args.num_novel, overwrite=args.overwrite, progress=not args.quiet,
+                               num_novel=args.num_novel, flag_threshold=args.flag_threshold, overwrite=args.overwrite, progress=not args.quiet,
                                command=" ".join(["python -m training.train_discovery", *(argv or sys.argv[1:])]))
         if not args.no_export:
             from export.classifier_export import export_classifier_onnx

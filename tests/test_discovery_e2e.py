@@ -1,0 +1,120 @@
+"""End to end: a tiny detector, discovery training, evaluation, export, and the Inspector classifying regions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sdk import Inspector, InspectorConfig, Verdict
+from sdk.bundle import load_bundle
+from sdk.errors import BundleError, ConfigError
+from training.config import load_train_config
+from training.train_detector import train_detector
+
+TINY_DETECTOR = [
+    "image_size=64", "encoder_crop=32", "encoder_steps=4", "encoder_batch=4", "decoder_steps=4",
+    "decoder_batch=2", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16",
+    "detector.embed_dim=32", "detector.num_heads=2", "detector.blur_sigma=1.0",
+]
+TINY_DISCOVERY = ["contrastive_steps=6", "prototype_steps=6", "batch=8", "grid=4", "embed_dim=16",
+                  "num_heads=2", "proj_dim=8", "jitters=2", "k_max=4", "num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def tile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("disc-data")
+    return generate_dataset(out, products=("tile",), image_size=64, num_train=10, num_test_good=2,
+                            num_test_per_defect=2, seed=5, progress=False)[0]
+
+
+@pytest.fixture(scope="module")
+def discovery_bundle(tile: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from export.onnx_export import export_detector_onnx
+    from training.discovery_config import discovery_config
+    from training.train_discovery import train_discovery
+
+    root = tmp_path_factory.mktemp("disc-bundles")
+    det = train_detector([tile], root / "det", load_train_config(overrides=TINY_DETECTOR), progress=False)
+    export_detector_onnx(det, num_random=1)
+    out = train_discovery(tile, det, root / "disc", discovery_config(TINY_DISCOVERY), known=["crack"],
+                          flag_threshold=float("-inf"), progress=False)
+    return det, out
+
+
+def test_discovery_bundle_keeps_the_detector_and_adds_classes(discovery_bundle: tuple[Path, Path]) -> None:
+    det, disc = discovery_bundle
+    old, new = load_bundle(det).manifest, load_bundle(disc).manifest
+    assert "discovery" not in old.extra and old.classes == []  # the detector bundle is untouched
+    assert new.files["detector.safetensors"] == old.files["detector.safetensors"]
+    assert new.classes[0] == {"id": 0, "name": "crack", "known": True, "discovered": False}
+    novel = [c for c in new.classes[1:]]
+    assert novel and all(c["discovered"] and c["name"].startswith("novel-") for c in novel)
+    info = new.extra["discovery"]
+    assert info["training"]["known_types"] == ["crack"] and info["training"]["num_labelled"] == 2
+    assert info["training"]["k_novel_estimated"] == len(novel)
+    s = info["settings"]
+    assert s["s_min"] <= s["s_max"] and isinstance(s["reject_threshold"], float)
+
+
+def test_evaluate_discovery_writes_the_metrics(discovery_bundle: tuple[Path, Path], tile: Path, tmp_path: Path) -> None:
+    from training.evaluate_discovery import main
+
+    out = tmp_path / "ncd.json"
+    assert main(["--data", str(tile), "--bundle", str(discovery_bundle[1]), "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    for key in ("nmi", "ari", "f1"):
+        assert -1.0 <= report[key] <= 1.0
+    assert report["k_true"] == 6 and report["num_images"] == 12
+    assert report["k_estimated"] == len(load_bundle(discovery_bundle[1]).manifest.classes)
+    assert report["outlier_auroc"] is None
+
+
+def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path], tile: Path) -> None:
+    from export.classifier_export import export_classifier_onnx
+
+    _, disc = discovery_bundle
+    export_classifier_onnx(disc)  # idempotent: replaces classifier.onnx
+    names = {c["name"] for c in load_bundle(disc).manifest.classes}
+    frames = [cv2.imread(str(p)) for p in sorted((tile / "test").glob("*/*.png"))[:6]]
+    results = {}
+    for backend in ("onnxruntime", "torch"):
+        cfg = InspectorConfig(image_threshold=float("-inf"), pixel_threshold=float("-inf"), threads=1)
+        with Inspector.from_bundle(disc, backend=backend, config=cfg) as insp:
+            results[backend] = [insp.inspect(f) for f in frames]
+    for r_ort, r_torch in zip(results["onnxruntime"], results["torch"]):
+        assert r_ort.verdict in (Verdict.ANOMALOUS, Verdict.REJECTED)
+        assert r_ort.image_class_name in names and r_ort.image_class_name == r_torch.image_class_name
+        assert r_ort.defects and all(d.class_name in names and d.class_score is not None for d in r_ort.defects)
+        assert r_ort.timings_ms["classify"] > 0
+    cfg = InspectorConfig(image_threshold=float("-inf"), classify=False, threads=1)
+    with Inspector.from_bundle(disc, config=cfg) as insp:
+        r = insp.inspect(frames[0])
+    assert r.image_class_name is None and all(d.class_name is None for d in r.defects)
+
+
+def test_rejection_follows_the_calibrated_threshold(discovery_bundle: tuple[Path, Path], tile: Path) -> None:
+    from sdk.stages.classification import ClassificationOutput, RegionClass
+    from sdk.stages.discovery import VmfRejector
+
+    threshold = load_bundle(discovery_bundle[1]).manifest.extra["discovery"]["settings"]["reject_threshold"]
+    rej = VmfRejector(threshold)
+    assert rej.is_outlier(ClassificationOutput((), RegionClass(1, "novel-1", True, threshold - 0.01)))
+    assert not rej.is_outlier(ClassificationOutput((), RegionClass(1, "novel-1", True, threshold + 0.01)))
+
+
+def test_bad_discovery_arguments(discovery_bundle: tuple[Path, Path], tile: Path, tmp_path: Path) -> None:
+    from sdk.models.loading import load_classifier_net
+    from training.train_discovery import main, train_discovery
+
+    with pytest.raises(ConfigError, match="distinct defect types"):
+        train_discovery(tile, discovery_bundle[0], tmp_path / "x", known=["no-such-type"], progress=False)
+    with pytest.raises(BundleError, match="no defect classifier"):
+        load_classifier_net(discovery_bundle[0])
+    assert main(["--data", str(tile), "--bundle", str(discovery_bundle[0]), "--out", str(tmp_path / "y"),
+                 "--known", "crack", "--exclude-type", "crack", "--quiet"]) == 2
