@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.evaluate_detector:main", "evaluate a bundle: --data DIR --bundle BUNDLE [--json F]"),
     "synth": ("training.synthetic:main", "write the synthetic line-camera dataset: --out DIR"),
     "inspect": ("sdk.inspect_cli:main", "inspect images, a folder, a video or a camera: SOURCE --bundle BUNDLE [--out DIR]"),
+    "discover": ("training.discover:main", "review defect classes on new images, propose new ones, edit into a new bundle"),
     "export": ("export.onnx_export:main", "export a bundle to ONNX with parity + TensorRT checks: BUNDLE [--opset N] [--no-verify]"),
 }
 

@@ -118,3 +118,43 @@ def test_bad_discovery_arguments(discovery_bundle: tuple[Path, Path], tile: Path
         load_classifier_net(discovery_bundle[0])
     assert main(["--data", str(tile), "--bundle", str(discovery_bundle[0]), "--out", str(tmp_path / "y"),
                  "--known", "crack", "--exclude-type", "crack", "--quiet"]) == 2
+
+
+def test_apply_edits_accepts_renames_merges_and_drops() -> None:
+    from training.discover import apply_edits
+
+    protos = np.eye(4, 6, dtype=np.float32)
+    classes = [{"id": i, "name": n, "known": i == 0, "discovered": i > 0} for i, n in enumerate("abcd")]
+    proposal = np.zeros(6, np.float32)
+    proposal[5] = 2.0
+    new_protos, new_classes = apply_edits(protos, classes, {"P1": proposal}, accept=["P1"],
+                                          names={"P1": "scratch", "1": "dent"}, merges=[("1", "2")], drops=["3"])
+    assert [c["name"] for c in new_classes] == ["a", "dent", "scratch"]
+    assert [c["id"] for c in new_classes] == [0, 1, 2] and new_classes[2]["discovered"]
+    np.testing.assert_allclose(new_protos[1], np.array([0, 1, 1, 0, 0, 0]) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(new_protos[2], np.eye(6)[5], atol=1e-6)
+    with pytest.raises(ConfigError, match="no proposal"):
+        apply_edits(protos, classes, {}, accept=["P9"])
+    with pytest.raises(ConfigError, match="unknown class"):
+        apply_edits(protos, classes, {}, drops=["7"])
+    with pytest.raises(ConfigError, match="no class"):
+        apply_edits(protos, classes, {}, drops=["0", "1", "2", "3"])
+
+
+def test_discover_cli_reviews_and_writes_a_new_bundle(discovery_bundle: tuple[Path, Path], tile: Path,
+                                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.discover import main
+
+    disc = discovery_bundle[1]
+    before = (disc / "manifest.json").read_text()
+    assert main([str(tile / "test"), "--bundle", str(disc), "--report", str(tmp_path / "r"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "flagged" in out and (tmp_path / "r" / "report.html").is_file()
+    assert "<h2>class 0: crack" in (tmp_path / "r" / "report.html").read_text()
+    assert main([str(tile / "test"), "--bundle", str(disc), "--name", "0=hairline", "--quiet",
+                 "--report", str(tmp_path / "r")]) == 2  # edits need --out
+    assert main([str(tile / "test"), "--bundle", str(disc), "--name", "0=hairline", "--quiet",
+                 "--report", str(tmp_path / "r"), "--out", str(tmp_path / "v2")]) == 0
+    new = load_bundle(tmp_path / "v2").manifest
+    assert new.classes[0]["name"] == "hairline" and "classifier.onnx" in new.files
+    assert (disc / "manifest.json").read_text() == before  # the reviewed bundle is unchanged

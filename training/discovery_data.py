@@ -80,8 +80,9 @@ def _jitter(box: CropBox, rng: np.random.Generator, amount: float, height: int, 
 
 
 @torch.no_grad()
-def _forward(net: torch.nn.Module, images: np.ndarray, spec: PreprocessSpec, batch: int = 8
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def forward_detector(net: torch.nn.Module, images: np.ndarray, spec: PreprocessSpec, batch: int = 8
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """N x H x W x 3 uint8 RGB -> (maps N x H x W, scores N, features N x C x h x w), in batches."""
     maps, scores, feats = [], [], []
     for i in range(0, len(images), batch):
         amap, score, f = net.forward_with_features(images_to_tensor(images[i:i + batch], spec))
@@ -95,7 +96,7 @@ def detect(samples: Sequence[Sample], channels: str, net: torch.nn.Module, spec:
            progress: bool = False) -> DetectedImages:
     """Model-size images, maps and scores of ``samples`` (the frozen detector, identity view)."""
     images = load_resized(list(samples), channels, spec, progress)
-    maps, scores, _ = _forward(net, images, spec)
+    maps, scores, _ = forward_detector(net, images, spec)
     return DetectedImages(tuple(samples), images, maps.astype(np.float32), scores.astype(np.float32))
 
 
@@ -143,7 +144,7 @@ def build_discovery_images(detected: DetectedImages, indices: Sequence[int], net
         obj = None if object_masks is None else object_masks[i]
         prior = gt_mask(sample, spec) if cfg.anomaly_prior == "gt" else None
         views = np.stack([np.ascontiguousarray(_flip(detected.images[i], v)) for v in variants])
-        _, _, feats = _forward(net, views, spec, batch=len(variants))
+        _, _, feats = forward_detector(net, views, spec, batch=len(variants))
         crops = build_crops(detected.maps[i], feats[0], obj, settings, anomaly_mask=prior)
         anomaly = crops.binarized.mask if prior is None else prior
         objm = np.ones((h, w), bool) if obj is None else obj
