@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdk.errors import ConfigError
-
-ATTENTION_IMPLS = ("reference", "triton")
+from sdk.models.attention_impl import ATTENTION_IMPLS, use_triton
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ class _GuidedBlock(nn.Module):
         self.levels = nn.Parameter(torch.tensor([2.0, 0.0, 2.0]))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        if self.impl == "triton" and q.is_cuda:
+        if use_triton(self.impl, q):
             from kernels.region_guided_attention import region_guided_attention
 
             return region_guided_attention(q, k, v, bias[:, None, :], bias_rows=slice(0, 1))

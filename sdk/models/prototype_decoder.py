@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sdk.models.attention_impl import use_triton
+
 
 def prototype_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, topk: int | None = None
@@ -59,11 +61,17 @@ class _MultiHeadCross(nn.Module):
         b, n, d = x.shape
         return x.reshape(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # B x H x N x Dh
 
-    def forward(self, query: torch.Tensor, context: torch.Tensor, topk: int | None = None) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, context: torch.Tensor, topk: int | None = None,
+                impl: str = "reference") -> torch.Tensor:
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(context))
         v = self._heads(self.v_proj(context))
-        out = prototype_attention_reference(q, k, v, topk=topk)  # B x H x N x Dh
+        if topk is None and use_triton(impl, q):
+            from kernels.prototype_attention import prototype_attention  # the fused Triton kernel
+
+            out = prototype_attention(q, k, v)
+        else:
+            out = prototype_attention_reference(q, k, v, topk=topk)  # B x H x N x Dh
         b, h, n, dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * dh))
 
@@ -85,12 +93,13 @@ class _DecoderLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(
-        self, x: torch.Tensor, prototypes: torch.Tensor, tokens: torch.Tensor, topk: int | None
+        self, x: torch.Tensor, prototypes: torch.Tensor, tokens: torch.Tensor, topk: int | None,
+        impl: str = "reference",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.dynamic:
             ctx = self.norm_ctx(tokens)
-            prototypes = prototypes + torch.tanh(self.gate) * self.aggregate(self.norm_p(prototypes), ctx)
-        x = self.reconstruct(self.norm_q(x), self.norm_kv(prototypes), topk=topk)  # no query residual
+            prototypes = prototypes + torch.tanh(self.gate) * self.aggregate(self.norm_p(prototypes), ctx, impl=impl)
+        x = self.reconstruct(self.norm_q(x), self.norm_kv(prototypes), topk=topk, impl=impl)  # no query residual
         x = x + self.mlp(self.norm_mlp(x))
         return x, prototypes
 
@@ -109,6 +118,8 @@ class PrototypeDecoder(nn.Module):
         noise_std: relative Gaussian noise of the bottleneck during training (noisy bottleneck).
         dropout: dropout of the bottleneck tokens during training.
         grid_level: which encoder level sets the token grid (1 = stride 8).
+        attention_impl: ``reference`` (PyTorch ops; exported to ONNX) or ``triton`` (the fused
+            kernel of :mod:`kernels.prototype_attention`, used on CUDA when ``topk`` is None).
     """
 
     def __init__(
@@ -124,8 +135,10 @@ class PrototypeDecoder(nn.Module):
         dropout: float = 0.2,
         grid_level: int = 1,
         mlp_ratio: float = 2.0,
+        attention_impl: str = "reference",
     ) -> None:
         super().__init__()
+        self.attention_impl = attention_impl
         self.in_channels = tuple(in_channels)
         self.grid_level = grid_level
         self.topk = topk
@@ -184,7 +197,7 @@ class PrototypeDecoder(nn.Module):
         x = tokens
         prototypes = self.prototypes.unsqueeze(0).expand(tokens.shape[0], -1, -1)  # B x M x D
         for layer in self.layers:
-            x, prototypes = layer(x, prototypes, tokens, self.topk)
+            x, prototypes = layer(x, prototypes, tokens, self.topk, self.attention_impl)
         grid = self.norm_out(x).transpose(1, 2).reshape(x.shape[0], -1, h, w)  # B x D x h x w
         outs = []
         for head, f in zip(self.heads, features):

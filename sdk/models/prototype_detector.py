@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdk.errors import ConfigError
+from sdk.models.attention_impl import ATTENTION_IMPLS
 from sdk.models.encoder import build_encoder
 from sdk.models.prototype_decoder import PrototypeDecoder
 
@@ -48,6 +49,7 @@ class DetectorConfig:
     score_top_fraction: float = 0.01
     level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 0.0))
     seg_head_width: int = 32
+    attention_impl: str = "reference"
 
     def __post_init__(self) -> None:
         if self.map_mode not in MAP_MODES:
@@ -55,6 +57,12 @@ class DetectorConfig:
             raise ConfigError(msg)
         if not 0 < self.score_top_fraction <= 1:
             msg = f"score_top_fraction must be in (0, 1], got {self.score_top_fraction}"
+            raise ConfigError(msg)
+        if self.attention_impl not in ATTENTION_IMPLS:
+            msg = f"attention_impl must be 'reference' or 'triton', got {self.attention_impl!r}"
+            raise ConfigError(msg)
+        if self.attention_impl == "triton" and self.topk is not None:
+            msg = "attention_impl='triton' computes full softmax attention: it cannot be combined with topk"
             raise ConfigError(msg)
         if self.seg_head_width < 1:
             msg = f"seg_head_width must be >= 1, got {self.seg_head_width}"
@@ -145,6 +153,7 @@ class PrototypeDetectorNet(nn.Module):
             dynamic_prototypes=config.dynamic_prototypes,
             noise_std=config.noise_std,
             dropout=config.dropout,
+            attention_impl=config.attention_impl,
         )
         self.seg_head = SegmentationHead(channels, width=config.seg_head_width)
         w = torch.tensor(config.level_weights, dtype=torch.float32)
