@@ -1,0 +1,208 @@
+"""Fused region-guided self-attention: softmax attention over tokens with a per-key bias on chosen query rows.
+
+Shapes (B batch, H heads, N tokens, D head dim in 1..256, Hb = 1 or H bias heads, rows = ``bias_rows``):
+    q, k, v                         B x H x N x D
+    bias                            B x Hb x N      additive, per KEY (e.g. log of a region weight; -inf drops a key)
+    S = q k^T * scale               B x H x N x N   scale defaults to 1/sqrt(D); never materialised
+    S[b, h, i, j] += bias[b, h if Hb == H else 0, j]   for query rows i in ``bias_rows`` only
+                                                    (None = every row, slice(0, 1) = the class-token row)
+    out = softmax over j of S, times v              B x H x N x D   in q's dtype
+The forward kernel streams over key blocks with an online softmax (running max ``m_i``, running sum ``l_i``,
+fp32 accumulator); keys masked with -inf are handled, and a row whose keys are all -inf gives NaN, as the
+reference does. Forward only: inputs that require grad raise ``KernelBackwardUnsupportedError`` (train with
+``region_guided_attention_reference``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.launch_checks import (
+    LOG2E,
+    KernelBackwardUnsupportedError,
+    check_tensors,
+    device_guard,
+    dot_options,
+    needs_grad,
+    padded_head_dim,
+    resolve_rows,
+    resolve_scale,
+    shape_error,
+)
+from kernels.triton_import import import_triton, interpreter_requested, is_interpreted, mma
+
+triton, tl = import_triton()
+
+_OP = "region_guided_attention"
+
+
+def region_guided_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *,
+    bias_rows: slice | None = None, scale: float | None = None,
+) -> torch.Tensor:
+    """Self-attention with a per-key bias on the ``bias_rows`` query rows, in plain PyTorch (the specification).
+
+    Args:
+        q, k, v: B x H x N x D.
+        bias: B x 1 x N or B x H x N additive per-key bias.
+        bias_rows: query rows the bias applies to: None = all, or a step-1 slice (slice(0, 1) = first row).
+        scale: logit scale, default 1/sqrt(D).
+
+    Returns:
+        B x H x N x D, q's dtype.
+    """
+    n = q.shape[-2]
+    start, stop = resolve_rows(_OP + "_reference", bias_rows, n)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = torch.matmul(q, k.transpose(-1, -2)) * scale  # B x H x N x N
+    rows = torch.zeros(n, 1, dtype=torch.bool, device=q.device)  # N x 1
+    rows[start:stop] = True
+    logits = logits + torch.where(rows, bias[:, :, None, :], 0.0)  # bias B x Hb x 1 x N -> B x Hb x N x N
+    return torch.matmul(torch.softmax(logits, dim=-1), v)  # B x H x N x D
+
+
+# -- autotune configs: BLOCK_N query rows, BLOCK_M keys ------------------------------------------------------
+_FWD_CONFIGS_GPU = [
+    triton.Config({"BLOCK_N": bn, "BLOCK_M": bm}, num_warps=w, num_stages=s)
+    for bn, bm, w, s in [(32, 32, 4, 1), (32, 64, 4, 2), (64, 32, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2),
+                         (128, 32, 4, 3), (128, 64, 4, 4), (128, 64, 8, 3), (128, 128, 8, 2)]
+]
+_FWD_CONFIGS_INTERPRET = [triton.Config({"BLOCK_N": 32, "BLOCK_M": 32}, num_warps=4, num_stages=1)]
+
+
+def keep_config(conf: triton.Config, n: int, head_dim_pad: int) -> bool:
+    """Drop blocks much larger than N, and large tiles at D = 256 (registers / shared memory)."""
+    block_n, block_m = conf.kwargs["BLOCK_N"], conf.kwargs["BLOCK_M"]
+    if max(block_n, block_m) > max(32, triton.next_power_of_2(n)):
+        return False
+    return head_dim_pad < 256 or (block_n <= 64 and block_m <= 64)
+
+
+def _prune_configs(configs: list, named_args: dict, **kwargs) -> list:
+    args = {**named_args, **kwargs}
+    kept = [c for c in configs if keep_config(c, args["N"], args["HEAD_DIM_PAD"])]
+    return kept or configs[:1]
+
+
+@triton.autotune(
+    configs=_FWD_CONFIGS_INTERPRET if interpreter_requested() else _FWD_CONFIGS_GPU,
+    key=["N", "HEAD_DIM"],
+    prune_configs_by={"early_config_prune": _prune_configs},
+)
+@triton.jit
+def _region_guided_attention_fwd_kernel(
+    Q, K, V, Bias, Out,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_bb, stride_bh, stride_bn,  # stride_bh = 0 for a bias shared by the heads
+    stride_ob, stride_oh, stride_on, stride_od,
+    H, N, HEAD_DIM, ROW_START, ROW_STOP, qk_scale,  # qk_scale = scale * log2(e)
+    HEAD_DIM_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    off_b = pid_bh // H
+    off_h = pid_bh % H
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    mask_n = offs_n < N
+    mask_d = offs_d < HEAD_DIM
+    biased = (offs_n >= ROW_START) & (offs_n < ROW_STOP)  # BLOCK_N: rows that get the bias
+
+    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_n[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0)  # BLOCK_N x HEAD_DIM_PAD
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    bias_base = Bias + off_b * stride_bb + off_h * stride_bh
+
+    m_i = tl.full([BLOCK_N], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
+    for start_m in range(0, N, BLOCK_M):
+        cols = start_m + offs_m
+        mask_m = cols < N
+        kv_mask = mask_m[:, None] & mask_d[None, :]
+        k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+        key_bias = tl.load(bias_base + cols * stride_bn, mask=mask_m, other=0.0).to(tl.float32)
+        key_bias = key_bias * 1.4426950408889634  # log2(e): the logits are in log2 units
+        # -- logits in log2 units, bias on the guided rows, -inf past the last key -----------------------
+        s = mma(q, tl.trans(k), None, DOT_PRECISION, DOT_UPCAST) * qk_scale  # BLOCK_N x BLOCK_M
+        s = tl.where(biased[:, None], s + key_bias[None, :], s)
+        s = tl.where(mask_m[None, :], s, float("-inf"))
+        # -- update m_i, l_i; a row with only -inf so far keeps p = 0 and alpha = 0 (no NaN) --------------
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = mma(p.to(v.dtype), v, acc, DOT_PRECISION, DOT_UPCAST)
+        m_i = m_new
+    # -- epilogue: l_i = 0 (every key -inf) gives NaN like the reference -----------------------------------
+    acc = acc / l_i[:, None]
+    o_ptrs = Out + off_b * stride_ob + off_h * stride_oh + offs_n[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=mask_n[:, None] & mask_d[None, :])
+
+
+_INTERPRETED = is_interpreted(_region_guided_attention_fwd_kernel)
+
+
+def region_guided_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *,
+    bias_rows: slice | None = None, scale: float | None = None,
+) -> torch.Tensor:
+    """Fused self-attention with a per-key bias on the ``bias_rows`` query rows (Triton, forward only).
+
+    Args:
+        q, k, v: B x H x N x D, float32/float16/bfloat16, on CUDA (or CPU under TRITON_INTERPRET=1); any strides.
+        bias: B x 1 x N or B x H x N additive per-key bias, q's dtype and device (-inf drops a key).
+        bias_rows: query rows the bias applies to: None = all, or a step-1 slice (slice(0, 1) = first row).
+        scale: logit scale, default 1/sqrt(D).
+
+    Returns:
+        B x H x N x D in q's dtype (contiguous).
+
+    Raises:
+        InputError: wrong shapes, devices, a bad ``bias_rows`` or D outside 1..256.
+        KernelDtypeError: non-float or mixed dtypes.
+        KernelBackwardUnsupportedError: an input requires grad (use ``region_guided_attention_reference``).
+    """
+    check_tensors(_OP, {"q": q, "k": k, "v": v, "bias": bias}, interpreted=_INTERPRETED)
+    if q.dim() != 4:
+        raise shape_error(_OP, "q", q, "B x H x N x D (rank 4)")
+    b, h, n, d = q.shape
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise shape_error(_OP, name, t, f"the shape of q, B x H x N x D = {tuple(q.shape)}")
+    if bias.dim() != 3 or bias.shape[0] != b or bias.shape[1] not in (1, h) or bias.shape[2] != n:
+        raise shape_error(_OP, "bias", bias, f"B x 1 x N = {b} x 1 x {n} or B x H x N = {b} x {h} x {n}")
+    head_dim_pad = padded_head_dim(_OP, d)
+    scale = resolve_scale(_OP, scale, d)
+    row_start, row_stop = resolve_rows(_OP, bias_rows, n)
+    if needs_grad(q, k, v, bias):
+        msg = (f"{_OP} is forward-only (no backward kernel) and an input requires grad: train with "
+               "kernels.region_guided_attention_reference, or call this under torch.no_grad()")
+        raise KernelBackwardUnsupportedError(msg)
+
+    out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
+    if out.numel() == 0:
+        return out
+    stride_bb, stride_bh, stride_bn = bias.stride()
+    if bias.shape[1] == 1:
+        stride_bh = 0
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return triton.cdiv(n, meta["BLOCK_N"]), b * h
+
+    with device_guard(q.device):
+        _region_guided_attention_fwd_kernel[grid](
+            q, k, v, bias, out,
+            *q.stride(), *k.stride(), *v.stride(), stride_bb, stride_bh, stride_bn, *out.stride(),
+            h, n, d, row_start, row_stop, scale * LOG2E,
+            HEAD_DIM_PAD=head_dim_pad, **dot_options(q.dtype, interpreted=_INTERPRETED),
+        )
+    return out
