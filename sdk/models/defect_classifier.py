@@ -4,7 +4,7 @@ detector feature tokens, a projection head and von Mises-Fisher prototypes.
 Shapes (B crops, C feature channels, G x G token grid, N = G*G tokens, D embed dim, K classes):
     tokens  B x C x G x G   (a crop of the detector's fused feature map, resampled to G x G)
     regions B x 2 x G x G   (per token: anomaly fraction a_j (MEBin mask), object fraction o_j (mask))
-    x = [cls; Linear(LN(tokens)) + pos]                                   B x (1+N) x D
+    x = [cls; Linear(LN(tokens)) + Linear(regions) + pos]                 B x (1+N) x D
     per layer: bias_j = w_a a_j + w_o o_j (1 - a_j) - w_b (1 - o_j),  bias_cls = 0   (Region Guidance)
                logits = Q K^T / sqrt(Dh);  logits[cls row] += bias        (class-token row only)
                x = x + Attn(LN(x));  x = x + MLP(LN(x))
@@ -137,6 +137,7 @@ class DefectClassifierNet(nn.Module):
         c, d, g = config.in_channels, config.embed_dim, config.grid
         self.in_norm = nn.LayerNorm(c)
         self.embed = nn.Linear(c, d)
+        self.region_embed = nn.Linear(2, d)  # the region labels are token features too (shape of the defect)
         self.pos = nn.Parameter(torch.randn(1, g * g, d) * 0.02)
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.blocks = nn.ModuleList(
@@ -158,7 +159,8 @@ class DefectClassifierNet(nn.Module):
     def features(self, tokens: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         """Tokens B x C x G x G and regions B x 2 x G x G -> un-normalised class-token feature B x D."""
         self._check(tokens, regions)
-        x = self.embed(self.in_norm(tokens.flatten(2).transpose(1, 2))) + self.pos
+        x = self.embed(self.in_norm(tokens.flatten(2).transpose(1, 2)))
+        x = x + self.region_embed(regions.flatten(2).transpose(1, 2)) + self.pos
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x, regions)
