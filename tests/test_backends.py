@@ -378,3 +378,30 @@ def test_importing_backends_pulls_in_no_runtime() -> None:
     proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_cuda_only_torch_options_need_cuda(exported_bundle: Path) -> None:
+    bundle = exported_bundle
+    from sdk.backends.torch_backend import TorchBackend
+
+    for option in ({"cuda_graph": True}, {"half": True}):
+        with pytest.raises(ConfigError, match="need a CUDA device"):
+            TorchBackend(bundle, device="cpu", **option)
+    with pytest.raises(ConfigError, match="attention_impl='triton' needs CUDA"):
+        backend = TorchBackend(bundle, device="cpu", attention_impl="triton")
+        backend.run({"image": np.zeros((1, *SIZE, 3), np.uint8)})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_replay_matches_eager(exported_bundle: Path, rng: np.random.Generator) -> None:
+    bundle = exported_bundle
+    from sdk.backends.torch_backend import TorchBackend
+
+    eager = TorchBackend(bundle, device="cuda")
+    graphed = TorchBackend(bundle, device="cuda", cuda_graph=True)
+    for n in (1, 1, 3):  # the second batch of 1 replays the captured graph
+        frames = _frames(rng, n)
+        a, b = eager.run({"image": frames}), graphed.run({"image": frames})
+        for name in a:
+            np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-5)

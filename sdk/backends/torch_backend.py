@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sdk._imports import require
+from sdk.backends.cuda_graph import CudaGraphRunner
 from sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, BackendBase, as_bundle, parse_device
 from sdk.bundle import Bundle
 from sdk.errors import BackendError, ConfigError, MissingDependencyError
@@ -43,6 +44,9 @@ class TorchBackend(BackendBase):
         *,
         device: str = "cpu",
         threads: int | None = None,
+        cuda_graph: bool = False,
+        half: bool = False,
+        attention_impl: str | None = None,
     ) -> None:
         """Load the bundle's weights onto ``device``.
 
@@ -50,6 +54,11 @@ class TorchBackend(BackendBase):
             bundle: a loaded :class:`~sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
             device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
             threads: if given, ``torch.set_num_threads(threads)``; note this setting is process-wide.
+            cuda_graph: CUDA only: normalise on the GPU and replay a captured CUDA graph per batch
+                shape (lowest per-frame overhead; the first frame of each shape captures).
+            half: CUDA only: run the network in float16 autocast (outputs stay float32).
+            attention_impl: override the bundle's decoder attention (``"triton"``: the fused kernel,
+                CUDA only; ``"reference"``).
 
         Raises:
             MissingDependencyError: torch or safetensors is not installed, or CUDA was requested but
@@ -75,22 +84,45 @@ class TorchBackend(BackendBase):
             if index is not None and index >= count:
                 msg = f"device {device!r} does not exist: torch sees {count} CUDA GPU(s) (cuda:0 .. cuda:{count - 1})"
                 raise ConfigError(msg)
+        if (cuda_graph or half) and kind != "cuda":
+            raise ConfigError(f"cuda_graph / half need a CUDA device, got device={device!r}")
         if threads is not None:
             torch.set_num_threads(threads)
         self._torch = torch
         self._torch_device = torch.device(kind if index is None else f"{kind}:{index}")
         self._spec = bundle.manifest.preprocess_spec
         self._weights_name = str(bundle.manifest.model.get("weights", "detector.safetensors"))
-        self._net = load_detector_net(bundle).to(self._torch_device).eval()
+        overrides = None if attention_impl is None else {"attention_impl": attention_impl}
+        self._net = load_detector_net(bundle, overrides).to(self._torch_device).eval()
+        self._half = bool(half)
+        self._graphs = CudaGraphRunner(self._gpu_forward) if cuda_graph else None
+        scale = torch.from_numpy(np.asarray(self._spec._scale, np.float32).reshape(1, 3, 1, 1).copy())
+        offset = torch.from_numpy(np.asarray(self._spec._offset, np.float32).reshape(1, 3, 1, 1).copy())
+        self._scale, self._offset = scale.to(self._torch_device), offset.to(self._torch_device)
         self._init_base(bundle, device, (DETECTOR_INPUT,), (*DETECTOR_OUTPUTS, DETECTOR_FEATURES))
         logger.debug("torch detector for %s on %s", bundle.path, device)
 
+    def _gpu_forward(self, image_u8: Any) -> tuple[Any, Any, Any]:
+        """N x H x W x 3 uint8 on the device -> (map, score, features); normalisation on the GPU."""
+        torch = self._torch
+        x = image_u8.to(torch.float32).permute(0, 3, 1, 2) * self._scale + self._offset
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self._half):
+            amap, score, feats = self._net.forward_with_features(x)
+        return amap.float(), score.float(), feats.float()
+
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
-        x = torch.from_numpy(normalize_batch(inputs[DETECTOR_INPUT], self._spec))  # N x 3 x H x W
         try:
             with torch.inference_mode():
-                amap, score, feats = self._net.forward_with_features(x.to(self._torch_device, non_blocking=False))
+                if self._torch_device.type == "cuda":
+                    image = torch.from_numpy(np.ascontiguousarray(inputs[DETECTOR_INPUT])).to(self._torch_device)
+                    if self._graphs is not None:
+                        amap, score, feats = self._graphs(image)
+                    else:
+                        amap, score, feats = self._gpu_forward(image)
+                else:
+                    x = torch.from_numpy(normalize_batch(inputs[DETECTOR_INPUT], self._spec))  # N x 3 x H x W
+                    amap, score, feats = self._net.forward_with_features(x)
                 amap_np = amap.to("cpu", torch.float32).numpy()  # N x 1 x H x W
                 score_np = score.to("cpu", torch.float32).numpy()  # N
                 feats_np = feats.to("cpu", torch.float32).numpy()  # N x C x H/8 x W/8
@@ -131,4 +163,7 @@ class TorchBackend(BackendBase):
             "output_names": list(self.output_names),
             "image_size": list(self.image_size),
             "closed": self.closed,
+            "cuda_graph": self._graphs is not None,
+            "half": self._half,
+            "attention_impl": self._net.config.attention_impl if self._net is not None else None,
         }

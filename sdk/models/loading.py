@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # torch is imported only when a net is built
     from sdk.models.prototype_detector import PrototypeDetectorNet
 
 # detector settings that only change inference, not the weights (safe to override for ablations)
-INFERENCE_SETTINGS = ("map_mode", "score_top_fraction", "blur_sigma", "level_weights")
+INFERENCE_SETTINGS = ("map_mode", "score_top_fraction", "blur_sigma", "level_weights", "attention_impl")
 
 
 def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | None = None) -> PrototypeDetectorNet:
