@@ -19,12 +19,12 @@ Skipped when $PROTOINSPECT_BUNDLE is unset; the onnxruntime cases need ``detecto
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_settings import bench_threads
 
 from sdk import Inspector, InspectorConfig
 
@@ -37,18 +37,6 @@ PATHS = {"fast": math.inf, "anomalous": -math.inf}  # image_threshold forcing OK
 STAGE_STATS: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
 
 
-def _threads() -> int:
-    return int(os.environ.get("PROTOINSPECT_THREADS", "2"))
-
-
-@pytest.fixture(scope="module")
-def bundle_path() -> Path:
-    """The bundle in $PROTOINSPECT_BUNDLE, or skip."""
-    path = os.environ.get("PROTOINSPECT_BUNDLE")
-    if not path:
-        pytest.skip("set PROTOINSPECT_BUNDLE to a model bundle directory (exported with `protoinspect export` "
-                    "for the onnxruntime cases)")
-    return Path(path)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +48,7 @@ def frame() -> np.ndarray:
 def _open(bundle_path: Path, backend: str, image_threshold: float) -> Inspector:
     if backend == "onnxruntime" and not (bundle_path / "detector.onnx").is_file():
         pytest.skip(f"{bundle_path} has no detector.onnx: run protoinspect export")
-    config = InspectorConfig(image_threshold=image_threshold, threads=_threads())
+    config = InspectorConfig(image_threshold=image_threshold, threads=bench_threads())
     return Inspector.from_bundle(bundle_path, backend=backend, config=config)
 
 
@@ -107,7 +95,7 @@ def _run(benchmark: object, bundle_path: Path, frame: np.ndarray, backend: str, 
         stats = _percentiles(_measured(benchmark, calls))
         STAGE_STATS[(path, backend)] = stats
         extra = benchmark.extra_info  # type: ignore[attr-defined]
-        extra.update({"backend": insp.backend.name, "path": path, "threads": _threads(),
+        extra.update({"backend": insp.backend.name, "path": path, "threads": bench_threads(),
                       "frame": list(FRAME_SHAPE), "input": list(insp.detector.spec.image_size)})
         for stage, p in stats.items():
             extra[f"{stage}_p50_ms"] = round(p["p50"], 4)
@@ -127,7 +115,7 @@ def test_inspect_anomalous_path(benchmark: object, bundle_path: Path, frame: np.
 def format_report(stats: dict[tuple[str, str], dict[str, dict[str, float]]]) -> str:
     """A text table: p50/p95 per stage per (path, backend), then the onnxruntime/torch total-p50 ratio per path."""
     head = f"{'path':<10} {'backend':<12}" + "".join(f" {s + ' p50/p95 ms':>22}" for s in STAGES)
-    lines = ["", f"Inspector.inspect on a {FRAME_SHAPE[0]}x{FRAME_SHAPE[1]} BGR frame, threads={_threads()}",
+    lines = ["", f"Inspector.inspect on a {FRAME_SHAPE[0]}x{FRAME_SHAPE[1]} BGR frame, threads={bench_threads()}",
              head, "-" * len(head)]
     for path in PATHS:
         for backend in BACKENDS:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("sdk.inspect_cli:main", "inspect images, a folder, a video or a camera: SOURCE --bundle BUNDLE [--out DIR]"),
     "discover": ("training.discover:main", "review defect classes on new images, propose new ones, edit into a new bundle"),
     "export": ("export.onnx_export:main", "export a bundle to ONNX with parity + TensorRT checks: BUNDLE [--opset N] [--no-verify]"),
+    "build-engine": ("export.build_engine:main", "build TensorRT engines into a bundle: BUNDLE --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]"),
 }
 
 

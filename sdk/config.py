@@ -9,11 +9,11 @@ from typing import Any, Literal
 from sdk.errors import ConfigError
 
 MaskerName = Literal["none", "otsu", "roi", "sam"]
-BackendName = Literal["auto", "onnxruntime", "torch"]
+BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
 
 _COLOR_ORDERS = ("rgb", "bgr")
 _MASKERS = ("none", "otsu", "roi", "sam")
-_BACKENDS = ("auto", "onnxruntime", "torch")
+_BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 
 
 def _is_int(v: Any) -> bool:
@@ -51,7 +51,8 @@ class InspectorConfig:
         pixel_threshold: anomaly-map value above which a pixel belongs to a defect region; None:
             the bundle's ``thresholds.pixel``.
         min_defect_area_px: connected regions smaller than this many frame pixels are dropped.
-        backend: ``"auto"``, ``"onnxruntime"`` or ``"torch"`` (resolved once at construction).
+        backend: ``"auto"``, ``"onnxruntime"``, ``"torch"`` or ``"tensorrt"`` (an engine built with
+            ``protoinspect build-engine``; never chosen by ``"auto"``), resolved once at construction.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (and ``"tensorrt:N"`` for onnxruntime).
         threads: CPU threads of the backend (onnxruntime intra-op threads; for torch this sets the
             process-wide ``torch.set_num_threads``). None: the runtime's default.

@@ -110,7 +110,7 @@ class Inspector:
         bundle = load_bundle(path)
         name = resolve_backend_name(cfg.backend, bundle)
         kwargs: dict[str, Any] = {"device": cfg.device}
-        if cfg.threads is not None:
+        if cfg.threads is not None and name != "tensorrt":  # CPU threads mean nothing to a TensorRT engine
             kwargs["intra_op_threads" if name == "onnxruntime" else "threads"] = cfg.threads
         runtime = create_backend(name, bundle, **kwargs)
         classifier, rejector = None, None
@@ -302,7 +302,7 @@ def _discovery_stages(bundle: Bundle, runtime: Backend, cfg: InspectorConfig
         msg = (f"{bundle.path}: the detector graph has no '{DETECTOR_FEATURES}' output, which the defect "
                f"classifier needs: re-export with `protoinspect export {bundle.path}` (or classify=False)")
         raise BundleError(msg)
-    kind = "onnxruntime" if runtime.name == "onnxruntime" else "torch"
+    kind = "torch" if runtime.name == "torch" else "onnxruntime"  # TensorRT detector: the small classifier on ORT
     classifier = DiscoveryClassifier(bundle, kind, cfg.threads)
     rejector = VmfRejector(classifier.settings.reject_threshold) if cfg.reject_outliers else None
     return classifier, rejector

@@ -210,14 +210,14 @@ def test_create_backend(exported_bundle: Path, plain_bundle: Path) -> None:
         assert isinstance(backend, OnnxRuntimeBackend)
     with create_backend("auto", plain_bundle, threads=1) as backend:
         assert isinstance(backend, TorchBackend)
-    assert set(BACKENDS) == {"onnxruntime", "torch"}
+    assert set(BACKENDS) == {"onnxruntime", "torch", "tensorrt"}
 
 
-@pytest.mark.parametrize("name", ["tensorrt", "ort", "", "TORCH"])
+@pytest.mark.parametrize("name", ["trt", "ort", "", "TORCH"])
 def test_unknown_backend_lists_choices(exported_bundle: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="unknown backend") as info:
         create_backend(name, exported_bundle)
-    assert "auto, onnxruntime, torch" in str(info.value) and "tensorrt (not yet available" in str(info.value)
+    assert "auto, onnxruntime, torch, tensorrt" in str(info.value)
 
 
 def test_option_of_another_backend_is_a_config_error(exported_bundle: Path) -> None:

@@ -370,3 +370,16 @@ def test_warmup_and_context_manager_close(bundle: Path, rng: np.random.Generator
         insp.warmup()
     insp.close()  # idempotent
     assert insp.describe()["closed"] is True
+
+
+def test_tensorrt_backend_is_explicit_and_says_what_to_install(bundle: Path) -> None:
+    from sdk.errors import MissingDependencyError
+
+    pytest.importorskip("numpy")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match=r"protoinspect\[tensorrt\]"):
+            Inspector.from_bundle(bundle, backend="tensorrt", device="cuda:0")
+    else:
+        pytest.skip("TensorRT is installed here: the GPU tests cover it")

@@ -15,8 +15,10 @@ from sdk.errors import ConfigError, MissingDependencyError
 BACKENDS: dict[str, str] = {
     "onnxruntime": "sdk.backends.ort_backend:OnnxRuntimeBackend",
     "torch": "sdk.backends.torch_backend:TorchBackend",
+    "tensorrt": "sdk.backends.trt_backend:TensorRTBackend",
 }
-_CHOICES = f"auto, {', '.join(BACKENDS)}, tensorrt (not yet available; use onnxruntime with device='tensorrt')"
+# "auto" never picks tensorrt: an engine must be built on the target first (export/build_engine.py).
+_CHOICES = f"auto, {', '.join(BACKENDS)}"
 
 
 def _importable(module: str) -> bool:
