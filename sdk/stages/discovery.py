@@ -26,11 +26,13 @@ def has_classifier(bundle: Bundle) -> bool:
 
 
 class _OrtClassifier:
-    def __init__(self, bundle: Bundle, threads: int | None) -> None:
+    def __init__(self, bundle: Bundle) -> None:
         ort = require("onnxruntime")
         options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        # A few crops of 64 tokens: one thread, and no spin-waiting that would steal the detector
+        # session's cores between frames (two spinning thread pools on 2 cores halve both).
+        options.intra_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(bundle.read_bytes(CLASSIFIER_ONNX), options,
                                              providers=["CPUExecutionProvider"])
 
@@ -64,7 +66,8 @@ class DiscoveryClassifier:
         Args:
             bundle: a bundle written by ``training.train_discovery``.
             backend: ``onnxruntime`` (needs ``classifier.onnx``) or ``torch``.
-            threads: onnxruntime intra-op threads (None: its default).
+            threads: unused for the classifier graph, which always runs on one thread without
+                spin-waiting (it must not take cores from the detector); kept for a uniform signature.
 
         Raises:
             BundleError: no classifier, or no ``classifier.onnx`` for onnxruntime.
@@ -79,7 +82,7 @@ class DiscoveryClassifier:
         if backend == "onnxruntime":
             if CLASSIFIER_ONNX not in bundle.manifest.files:
                 raise BundleError(f"{bundle.path} has no {CLASSIFIER_ONNX}: run `protoinspect export {bundle.path}`")
-            self._run: Any = _OrtClassifier(bundle, threads)
+            self._run: Any = _OrtClassifier(bundle)
         else:
             self._run = _TorchClassifier(bundle)
         self.backend = backend
