@@ -158,3 +158,28 @@ def test_discover_cli_reviews_and_writes_a_new_bundle(discovery_bundle: tuple[Pa
     new = load_bundle(tmp_path / "v2").manifest
     assert new.classes[0]["name"] == "hairline" and "classifier.onnx" in new.files
     assert (disc / "manifest.json").read_text() == before  # the reviewed bundle is unchanged
+
+
+def test_discovery_with_a_user_vit_token_source(discovery_bundle: tuple[Path, Path], tile: Path, tmp_path: Path) -> None:
+    from sdk.models.vit_tokens import ViTTokens
+    from training.discovery_config import discovery_config
+    from training.evaluate_discovery import evaluate_discovery
+    from training.train_discovery import train_discovery
+
+    vit = ViTTokens(patch=8, dim=24, depth=1, hidden=48, num_pos=1 + 16)
+    torch = pytest.importorskip("torch")
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    cfg = discovery_config([*TINY_DISCOVERY, f"vit_weights={tmp_path / 'vit.pth'}", "vit_input=32"])
+    out = train_discovery(tile, discovery_bundle[0], tmp_path / "vit-disc", cfg, flag_threshold=float("-inf"),
+                          progress=False)
+    manifest = load_bundle(out).manifest
+    assert "vit.safetensors" in manifest.files
+    info = manifest.extra["discovery"]
+    assert info["settings"]["token_source"] == "vit" and info["classifier"]["config"]["in_channels"] == 24
+    report = evaluate_discovery(tile, out, progress=False)
+    assert report["num_images"] == 12 and 0.0 <= report["f1"] <= 1.0
+    frame = cv2.imread(str(sorted((tile / "test").glob("crack/*.png"))[0]))
+    cfg_i = InspectorConfig(image_threshold=float("-inf"), pixel_threshold=float("-inf"), threads=1)
+    with Inspector.from_bundle(out, backend="torch", config=cfg_i) as insp:
+        result = insp.inspect(frame)
+    assert result.image_class_name in {c["name"] for c in manifest.classes}

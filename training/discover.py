@@ -29,6 +29,7 @@ from sdk.errors import ConfigError, InputError, ProtoInspectError
 from sdk.models.loading import load_classifier_net, load_detector_net
 from sdk.preprocess import resize_to_rgb
 from sdk.stages.discovery_crops import DiscoverySettings
+from sdk.stages.discovery import bundle_vit
 from sdk.stages.masker import build_masker
 from training.dataset_layout import Sample
 from training.discover_report import write_gallery
@@ -119,7 +120,7 @@ def discover(source: str | Path, bundle: str | Path, *, images_dir: str | Path |
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in images]
     with torch.no_grad():
         crops = build_discovery_images(detected, flagged, net, spec, settings, cfg, obj, progress,
-                                       variants=("identity",), jitters=1)
+                                       variants=("identity",), jitters=1, vit=bundle_vit(b, settings))
     preds, emb = predict_images(clf, crops, settings.crops.merge_temperature)
     outliers = [j for j, p in enumerate(preds) if p.score < settings.reject_threshold]
     proposals: dict[str, np.ndarray] = {}

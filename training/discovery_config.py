@@ -35,6 +35,9 @@ class DiscoveryTrainConfig:
             masks; an ablation, reported separately).
         masker: object masker for the region guidance (``none`` or ``otsu``; as in the Inspector).
         seed / num_threads: reproducibility and CPU threads (0 = torch's default).
+        vit_weights: a local pretrained ViT checkpoint (DINO / timm layout); set, the classifier's
+            tokens come from image crops through it (stored in the bundle) instead of the detector's
+            features. vit_input: the crops' side in pixels for the ViT.
     """
 
     grid: int = 8
@@ -63,6 +66,8 @@ class DiscoveryTrainConfig:
     masker: str = "none"
     seed: int = 0
     num_threads: int = 0
+    vit_weights: str | None = None
+    vit_input: int = 224
 
     def __post_init__(self) -> None:
         checks = [

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
 
 from sdk.preprocess import PreprocessSpec, resize_mask
 from sdk.stages.crops import CropBox
-from sdk.stages.discovery_crops import CropSet, DiscoverySettings, build_crops, crop_regions, crop_tokens
+from sdk.stages.discovery_crops import (
+    CropSet,
+    DiscoverySettings,
+    build_crops,
+    crop_regions,
+    crop_tokens,
+    vit_crop_tokens,
+)
 from sdk.stages.mebin import mebin_range
 from training.batches import images_to_tensor, load_resized
 from training.dataset_layout import Sample
@@ -113,20 +121,22 @@ def gt_mask(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
 def calibrate_settings(detected: DetectedImages, cfg: DiscoveryTrainConfig) -> DiscoverySettings:
     """Discovery settings with the MEBin range calibrated on these maps (methods.md §3(b).1)."""
     s_min, s_max = mebin_range(list(detected.maps))
-    return DiscoverySettings(grid=cfg.grid, s_min=s_min, s_max=s_max)
+    return DiscoverySettings(grid=cfg.grid, s_min=s_min, s_max=s_max,
+                             token_source="vit" if cfg.vit_weights else "detector", vit_input=cfg.vit_input)
 
 
 def build_discovery_images(detected: DetectedImages, indices: Sequence[int], net: torch.nn.Module,
                            spec: PreprocessSpec, settings: DiscoverySettings, cfg: DiscoveryTrainConfig,
                            object_masks: Sequence[np.ndarray | None] | None = None,
                            progress: bool = False, variants: Sequence[str] = VARIANTS,
-                           jitters: int | None = None) -> list[DiscoveryImage]:
+                           jitters: int | None = None, vit: torch.nn.Module | None = None) -> list[DiscoveryImage]:
     """Crops and augmented versions of the images ``indices`` of ``detected``.
 
     Versions: every flip variant of the image goes through the frozen detector; for each, the crop
     boxes (found once on the identity view) are flipped alike and ``cfg.jitters`` times jittered
     (the first exact). ``variants`` must start with ``identity``; evaluation passes only that and
-    ``jitters=1``.
+    ``jitters=1``. With ``vit`` (settings.token_source == "vit") the tokens come from image crops
+    through the ViT instead of the detector's features.
     """
     if variants[0] != "identity":
         raise ValueError("variants must start with 'identity'")
@@ -145,26 +155,31 @@ def build_discovery_images(detected: DetectedImages, indices: Sequence[int], net
         prior = gt_mask(sample, spec) if cfg.anomaly_prior == "gt" else None
         views = np.stack([np.ascontiguousarray(_flip(detected.images[i], v)) for v in variants])
         _, _, feats = forward_detector(net, views, spec, batch=len(variants))
-        crops = build_crops(detected.maps[i], feats[0], obj, settings, anomaly_mask=prior)
+        token_fn = None if vit is None else partial(_vit_tokens, vit, views[0], settings)
+        crops = build_crops(detected.maps[i], feats[0], obj, settings, anomaly_mask=prior, token_fn=token_fn)
         anomaly = crops.binarized.mask if prior is None else prior
         objm = np.ones((h, w), bool) if obj is None else obj
         tokens, regions = [], []
         for vi, variant in enumerate(variants):
             amask, omask = _flip(anomaly, variant), _flip(objm, variant)
             for j in range(jitters):
-                t_list, r_list = [], []
-                for box in crops.boxes:
-                    b = _flip_box(box, variant, h, w)
-                    if j:
-                        b = _jitter(b, rng, cfg.box_jitter, h, w)
-                    t_list.append(crop_tokens(feats[vi], b, (h, w), settings.grid))
-                    r_list.append(crop_regions(amask, omask, b, settings.grid))
-                tokens.append(np.stack(t_list))
-                regions.append(np.stack(r_list))
+                boxes = [_flip_box(box, variant, h, w) for box in crops.boxes]
+                if j:
+                    boxes = [_jitter(b, rng, cfg.box_jitter, h, w) for b in boxes]
+                if vit is not None:
+                    tokens.append(vit_crop_tokens(vit, views[vi], boxes, settings.grid, settings.vit_input))
+                else:
+                    tokens.append(np.stack([crop_tokens(feats[vi], b, (h, w), settings.grid) for b in boxes]))
+                regions.append(np.stack([crop_regions(amask, omask, b, settings.grid) for b in boxes]))
         out.append(DiscoveryImage(sample=sample, score=float(detected.scores[i]), crops=crops,
                                   tokens=np.stack(tokens).astype(np.float16),
                                   regions=np.stack(regions).astype(np.float16)))
     return out
+
+
+def _vit_tokens(vit: torch.nn.Module, image: np.ndarray, settings: DiscoverySettings,
+                boxes: Sequence[CropBox]) -> np.ndarray:
+    return vit_crop_tokens(vit, image, boxes, settings.grid, settings.vit_input)
 
 
 def with_reject_threshold(settings: DiscoverySettings, threshold: float) -> DiscoverySettings:

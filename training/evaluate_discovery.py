@@ -28,6 +28,7 @@ from sdk.config import InspectorConfig
 from sdk.errors import BundleError, ProtoInspectError
 from sdk.models.loading import load_classifier_net, load_detector_net
 from sdk.stages.discovery_crops import DiscoverySettings
+from sdk.stages.discovery import bundle_vit
 from sdk.stages.masker import build_masker
 from training.datasets import load_dataset
 from training.discovery_config import DiscoveryTrainConfig
@@ -68,7 +69,7 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in detected.images]
     with torch.no_grad():
         images = build_discovery_images(detected, range(len(samples)), net, spec, settings, cfg, obj, progress,
-                                        variants=("identity",), jitters=1)
+                                        variants=("identity",), jitters=1, vit=bundle_vit(b, settings))
     t_cls = time.perf_counter()
     preds, _ = predict_images(clf, images, settings.crops.merge_temperature)
     cls_ms = (time.perf_counter() - t_cls) * 1e3 / max(1, len(images))

@@ -49,6 +49,7 @@ from training.kmeans import estimate_num_classes, spherical_kmeans
 from training.train_detector import serialize_weights
 
 CLASSIFIER_FILE = "classifier.safetensors"
+VIT_FILE = "vit.safetensors"
 
 
 def _subset(detected: DetectedImages, idx: Sequence[int]) -> DetectedImages:
@@ -213,7 +214,12 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     settings = calibrate_settings(sub, cfg)
     masker = build_masker(InspectorConfig(masker=cfg.masker, color_order="rgb"))
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in sub.images]
-    images = build_discovery_images(sub, range(len(idx)), net, spec, settings, cfg, obj, progress)
+    vit = None
+    if cfg.vit_weights:
+        from sdk.models.vit_tokens import load_vit_weights, vit_from_state_dict
+
+        vit = vit_from_state_dict(load_vit_weights(cfg.vit_weights))
+    images = build_discovery_images(sub, range(len(idx)), net, spec, settings, cfg, obj, progress, vit=vit)
     labels = [known.index(s.defect_type) if s.defect_type in known else -1 for s in sub.samples]
 
     ccfg = ClassifierConfig(in_channels=int(images[0].tokens.shape[2]), grid=cfg.grid, embed_dim=cfg.embed_dim,
@@ -260,6 +266,9 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     files = {name: det.path / name for name in m.files}
     files.pop("classifier.onnx", None)
     files[CLASSIFIER_FILE] = serialize_weights(model)
+    files.pop(VIT_FILE, None)
+    if vit is not None:
+        files[VIT_FILE] = serialize_weights(vit)
     extra = {k: v for k, v in m.extra.items() if k not in ("discovery", "classifier_onnx")}
     write_bundle(out, manifest_fields={
         "producer": {"command": command or "train_discovery()"}, "preprocess": m.preprocess, "model": m.model,

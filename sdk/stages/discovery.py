@@ -4,6 +4,7 @@ outlier rejection by the calibrated vMF score."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,30 @@ import numpy as np
 from sdk._imports import require
 from sdk.bundle import Bundle
 from sdk.errors import BackendError, BundleError
-from sdk.preprocess import resize_mask
+from sdk.preprocess import resize_mask, resize_to_rgb
 from sdk.stages.classification import ClassificationInput, ClassificationOutput, RegionClass
-from sdk.stages.discovery_crops import DiscoverySettings, build_crops
+from sdk.stages.discovery_crops import DiscoverySettings, build_crops, vit_crop_tokens
 from sdk.stages.discovery_merge import merge_crops, softmax
 
 CLASSIFIER_ONNX = "classifier.onnx"
+
+
+VIT_FILE = "vit.safetensors"
+
+
+def bundle_vit(bundle: Bundle, settings: DiscoverySettings) -> Any:
+    """The bundle's ViT token encoder when ``settings.token_source == "vit"``, else None.
+
+    Raises:
+        BundleError: the settings ask for a ViT the bundle does not carry.
+    """
+    if settings.token_source != "vit":
+        return None
+    if VIT_FILE not in bundle.manifest.files:
+        raise BundleError(f"{bundle.path}: discovery settings use a ViT token source but {VIT_FILE} is missing")
+    from sdk.models.vit_tokens import vit_from_bundle_bytes
+
+    return vit_from_bundle_bytes(bundle.read_bytes(VIT_FILE), str(bundle.path / VIT_FILE))
 
 
 def has_classifier(bundle: Bundle) -> bool:
@@ -60,12 +79,14 @@ class DiscoveryClassifier:
     ``argmax``); the frame gets the area-merged class of all crops (methods.md §3(b).7).
     """
 
-    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int | None = None,
+                 color_order: str = "bgr") -> None:
         """Load settings, classes and the classifier graph.
 
         Args:
             bundle: a bundle written by ``training.train_discovery``.
             backend: ``onnxruntime`` (needs ``classifier.onnx``) or ``torch``.
+            color_order: channel order of the Inspector's frames (for the ViT token source).
             threads: unused for the classifier graph, which always runs on one thread without
                 spin-waiting (it must not take cores from the detector); kept for a uniform signature.
 
@@ -86,6 +107,9 @@ class DiscoveryClassifier:
         else:
             self._run = _TorchClassifier(bundle)
         self.backend = backend
+        self.color_order = color_order
+        self.spec = bundle.manifest.preprocess_spec
+        self._vit = bundle_vit(bundle, self.settings)
 
     def _region(self, class_id: int, score: float) -> RegionClass:
         name, novel = self.classes.get(class_id, (f"class-{class_id}", True))
@@ -94,12 +118,17 @@ class DiscoveryClassifier:
     def classify(self, inputs: ClassificationInput) -> ClassificationOutput:
         """See :class:`~sdk.stages.classification.DefectClassifier`."""
         det = inputs.detection
-        if det.features is None or det.model_map is None:
+        if det.model_map is None or (det.features is None and self._vit is None):
             raise BackendError("the detector graph gives no 'features' output: re-export the bundle "
                                "(`protoinspect export BUNDLE`) to use its defect classifier")
         h, w = self.image_size
         obj = resize_mask(inputs.mask, (h, w)) if not inputs.mask.all() else None
-        crops = build_crops(det.model_map, det.features, obj, self.settings)
+        token_fn = None
+        if self._vit is not None:
+            image = resize_to_rgb(inputs.frame, self.spec, self.color_order)  # type: ignore[arg-type]
+            token_fn = partial(vit_crop_tokens, self._vit, image, grid=self.settings.grid,
+                               input_size=self.settings.vit_input)
+        crops = build_crops(det.model_map, det.features, obj, self.settings, token_fn=token_fn)
         logits = np.asarray(self._run(crops.tokens, crops.regions), np.float64)  # n x K
         merged = merge_crops(logits, crops.areas, self.kappa, self.settings.crops.merge_temperature)
         image_class = self._region(merged.class_id, merged.score)

@@ -8,7 +8,7 @@ output (stride 8 by default), sampled bilinearly at the centres of a G x G grid 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,8 @@ from sdk._imports import require
 from sdk.errors import ConfigError, InputError
 from sdk.stages.crops import CropBox, CropSettings, anomaly_crop_boxes, crop_areas, crop_scores
 from sdk.stages.mebin import MEBinResult, MEBinSettings, mebin
+
+TOKEN_SOURCES = ("detector", "vit")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class DiscoverySettings:
         crops: crop and region-merging parameters.
         reject_threshold: frames whose merged vMF score (cosine to the nearest prototype) is below it
             are outliers (verdict REJECTED); -inf disables rejection.
+        token_source: ``detector`` (crops of the detector's feature map, the default: no second
+            backbone) or ``vit`` (each crop of the image through the bundle's ``vit.safetensors``,
+            a user-supplied pretrained ViT, at ``vit_input`` pixels).
     """
 
     grid: int = 8
@@ -39,8 +44,12 @@ class DiscoverySettings:
     mebin: MEBinSettings = field(default_factory=MEBinSettings)
     crops: CropSettings = field(default_factory=CropSettings)
     reject_threshold: float = float("-inf")
+    token_source: str = "detector"
+    vit_input: int = 224
 
     def __post_init__(self) -> None:
+        if self.token_source not in TOKEN_SOURCES:
+            raise ConfigError(f"token_source must be one of {TOKEN_SOURCES}, got {self.token_source!r}")
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 1:
             raise ConfigError(f"grid must be an int >= 1, got {self.grid!r}")
         if not (np.isfinite(self.s_min) and np.isfinite(self.s_max) and self.s_min <= self.s_max):
@@ -51,7 +60,8 @@ class DiscoverySettings:
         t = self.reject_threshold
         return {"grid": self.grid, "s_min": float(self.s_min), "s_max": float(self.s_max),
                 "mebin": self.mebin.to_dict(), "crops": self.crops.to_dict(),
-                "reject_threshold": "-inf" if t == float("-inf") else float(t)}
+                "reject_threshold": "-inf" if t == float("-inf") else float(t),
+                "token_source": self.token_source, "vit_input": int(self.vit_input)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DiscoverySettings:
@@ -121,7 +131,8 @@ def crop_regions(anomaly_mask: np.ndarray, object_mask: np.ndarray, box: CropBox
 
 
 def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.ndarray | None,
-                settings: DiscoverySettings, anomaly_mask: np.ndarray | None = None) -> CropSet:
+                settings: DiscoverySettings, anomaly_mask: np.ndarray | None = None,
+                token_fn: Callable[[Sequence[CropBox]], np.ndarray] | None = None) -> CropSet:
     """MEBin on the model-size map, anomaly-centred crops, and their token and region grids.
 
     Args:
@@ -131,6 +142,8 @@ def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.nda
         settings: grid, MEBin range and parameters, crop parameters.
         anomaly_mask: H x W bool mask to use instead of MEBin's (ground-truth ablation); the crop
             count then follows its connected components.
+        token_fn: boxes -> n x C x G x G tokens, replacing the sampling of ``features`` (the ViT
+            token source, see :func:`vit_crop_tokens`).
 
     Returns:
         The :class:`CropSet` (at least one crop: the whole image when nothing is anomalous).
@@ -148,7 +161,33 @@ def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.nda
         raise InputError(f"masks {obj.shape} / {mask.shape} do not match the map {model_map.shape}")
     boxes = tuple(anomaly_crop_boxes(mask, regions_count, settings.crops))
     size = (int(model_map.shape[0]), int(model_map.shape[1]))
-    tokens = np.stack([crop_tokens(features, b, size, settings.grid) for b in boxes])
+    if token_fn is not None:
+        tokens = token_fn(boxes)
+    else:
+        tokens = np.stack([crop_tokens(features, b, size, settings.grid) for b in boxes])
     regions = np.stack([crop_regions(mask, obj, b, settings.grid) for b in boxes])
     return CropSet(tokens=tokens, regions=regions, boxes=boxes, areas=crop_areas(mask, boxes).astype(np.float32),
                    scores=crop_scores(binarized.normalized, boxes), binarized=binarized)
+
+
+def vit_crop_tokens(vit: Any, image_rgb: np.ndarray, boxes: Sequence[CropBox], grid: int, input_size: int) -> np.ndarray:
+    """Token grids (n x D x G x G float32) of image crops through a ViT (:class:`sdk.models.vit_tokens.ViTTokens`).
+
+    Each box of the model-size RGB image is resized to ``input_size`` (bilinear), ImageNet-normalised,
+    encoded, and its patch-token map resampled to G x G like the detector's features.
+    """
+    cv2 = require("cv2")
+    torch = require("torch")
+    from sdk.models.vit_tokens import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = np.asarray(IMAGENET_MEAN, np.float32)
+    std = np.asarray(IMAGENET_STD, np.float32)
+    crops = []
+    for b in boxes:
+        crop = cv2.resize(np.ascontiguousarray(image_rgb[b.y0:b.y1, b.x0:b.x1]), (input_size, input_size),
+                          interpolation=cv2.INTER_LINEAR)
+        crops.append(((crop.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1))
+    with torch.inference_mode():
+        maps = vit(torch.from_numpy(np.stack(crops))).float().numpy()
+    whole = CropBox(0, 0, input_size, input_size)
+    return np.stack([crop_tokens(m, whole, (input_size, input_size), grid) for m in maps])
