@@ -81,6 +81,7 @@ class _Row:
     score: float
     verdict: str
     total_ms: float
+    defect_class: str = ""
 
 
 class HtmlReport:
@@ -144,7 +145,7 @@ class HtmlReport:
         if self.bundle_id is None:
             self.bundle_id = result.bundle_id
         self._rows.append(_Row(frame_id, f"thumbs/{name}", float(result.anomaly_score), result.verdict.value,
-                               float(result.timings_ms.get("total", float("nan")))))
+                               float(result.timings_ms.get("total", float("nan"))), result.image_class_name or ""))
         self._timings.append(dict(result.timings_ms))
         return path
 
@@ -167,9 +168,10 @@ class HtmlReport:
             fid = html.escape(r.frame_id)
             out.append(
                 f'<tr class="{cls}" data-score="{r.score!r}" data-verdict="{html.escape(r.verdict)}" '
-                f'data-id="{fid}" data-time="{r.total_ms!r}">'
+                f'data-id="{fid}" data-time="{r.total_ms!r}" data-class="{html.escape(r.defect_class)}">'
                 f'<td><img src="{html.escape(r.thumb)}" alt="{fid}" loading="lazy"></td>'
                 f'<td class="num">{r.score:.4f}</td><td>{html.escape(r.verdict)}</td>'
+                f'<td>{html.escape(r.defect_class)}</td>'
                 f'<td>{fid}</td><td class="num">{r.total_ms:.2f}</td></tr>')
         return "\n".join(out)
 
@@ -186,6 +188,7 @@ class HtmlReport:
             f"<h1>{title}</h1>\n<div class=\"summary\">{self._summary_html()}</div>\n"
             "<table class=\"sortable\"><thead><tr><th>overlay</th>"
             "<th data-key=\"score\" data-type=\"num\">score</th><th data-key=\"verdict\">verdict</th>"
+            "<th data-key=\"class\">defect class</th>"
             "<th data-key=\"id\">id</th><th data-key=\"time\" data-type=\"num\">time (ms)</th></tr></thead>\n"
             f"<tbody>\n{self._rows_html()}\n</tbody></table>\n<script>{_JS}</script>\n</body></html>\n"
         )

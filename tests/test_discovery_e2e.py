@@ -92,6 +92,11 @@ def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path]
         assert r_ort.image_class_name in names and r_ort.image_class_name == r_torch.image_class_name
         assert r_ort.defects and all(d.class_name in names and d.class_score is not None for d in r_ort.defects)
         assert r_ort.timings_ms["classify"] > 0
+    from sdk.report import HtmlReport
+
+    report = HtmlReport(tile.parent / "report-with-classes")
+    report.add("f0", frames[0], results["onnxruntime"][0])
+    assert f"<td>{results['onnxruntime'][0].image_class_name}</td>" in report.write().read_text()
     cfg = InspectorConfig(image_threshold=float("-inf"), classify=False, threads=1)
     with Inspector.from_bundle(disc, config=cfg) as insp:
         r = insp.inspect(frames[0])
