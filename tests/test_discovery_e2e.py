@@ -73,6 +73,8 @@ def test_evaluate_discovery_writes_the_metrics(discovery_bundle: tuple[Path, Pat
     assert report["k_true"] == 6 and report["num_images"] == 12
     assert report["k_estimated"] == len(load_bundle(discovery_bundle[1]).manifest.classes)
     assert report["outlier_auroc"] is None
+    flagged = report["flagged_only"]
+    assert flagged is None or (1 <= flagged["num_images"] <= 12 and set(flagged) == {"num_images", "nmi", "ari", "f1"})
 
 
 def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path], tile: Path) -> None:

@@ -5,7 +5,8 @@
 Over the anomalous test images (all of them, flagged by the detector or not; types the bundle was
 trained without are left out): each image's crops go through the classifier, region merging gives
 one label, and the Hungarian-matched F1 (= accuracy), NMI and ARI compare the labels with the
-defect-type folders. ``outlier_auroc``: when the bundle was trained with ``--exclude-type``, the AUROC
+defect-type folders (``flagged_only``: the same metrics over the images the detector flags, the ones
+the runtime classifies). ``outlier_auroc``: when the bundle was trained with ``--exclude-type``, the AUROC
 of rejecting those types' images (low vMF score) against accepting the known types' images.
 """
 
@@ -89,6 +90,7 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
         "excluded_types": sorted(excluded),
         "outlier_auroc": None,
         "flagged_by_detector": int(sum(detected.scores[i] >= float(b.manifest.thresholds["image"]) for i in keep)),
+        "flagged_only": None,
         "classifier_ms_per_image": round(cls_ms, 3),
         "confusion": {t: {names.get(k, str(k)): n for k, n in sorted(Counter(
             preds[i].class_id for i in keep if types[i] == t).items())} for t in sorted(set(y_true))},
@@ -100,6 +102,11 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
             "excluded": float(np.mean([p.score < settings.reject_threshold for p, y in zip(preds, labels) if y])),
             "known": float(np.mean([p.score < settings.reject_threshold for p, y in zip(preds, labels) if not y])),
         }
+    threshold = float(b.manifest.thresholds["image"])
+    flagged = [i for i in keep if detected.scores[i] >= threshold]
+    if flagged:  # the images the runtime would classify (the detector says ANOMALOUS)
+        report["flagged_only"] = {"num_images": len(flagged),
+                                  **ncd_metrics([types[i] for i in flagged], [preds[i].class_id for i in flagged])}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
