@@ -36,6 +36,10 @@ class DiscoverySettings:
         token_source: ``detector`` (crops of the detector's feature map, the default: no second
             backbone) or ``vit`` (each crop of the image through the bundle's ``vit.safetensors``,
             a user-supplied pretrained ViT, at ``vit_input`` pixels).
+        fallback_fraction: when MEBin finds no region (a weak map, e.g. a defect the detector scores
+            low), the anomaly mask is the top ``fallback_fraction`` of the map's pixels instead, so
+            the crop still centres on the most anomalous spot rather than covering the whole image
+            (AnomalyNCD's rule); 0 keeps the whole-image crop.
     """
 
     grid: int = 8
@@ -46,8 +50,11 @@ class DiscoverySettings:
     reject_threshold: float = float("-inf")
     token_source: str = "detector"
     vit_input: int = 224
+    fallback_fraction: float = 0.01
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.fallback_fraction < 1.0:
+            raise ConfigError(f"fallback_fraction must be in [0, 1), got {self.fallback_fraction!r}")
         if self.token_source not in TOKEN_SOURCES:
             raise ConfigError(f"token_source must be one of {TOKEN_SOURCES}, got {self.token_source!r}")
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 1:
@@ -61,7 +68,8 @@ class DiscoverySettings:
         return {"grid": self.grid, "s_min": float(self.s_min), "s_max": float(self.s_max),
                 "mebin": self.mebin.to_dict(), "crops": self.crops.to_dict(),
                 "reject_threshold": "-inf" if t == float("-inf") else float(t),
-                "token_source": self.token_source, "vit_input": int(self.vit_input)}
+                "token_source": self.token_source, "vit_input": int(self.vit_input),
+                "fallback_fraction": float(self.fallback_fraction)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DiscoverySettings:
@@ -153,6 +161,9 @@ def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.nda
     binarized = mebin(model_map, settings.s_min, settings.s_max, settings.mebin)
     mask = binarized.mask if anomaly_mask is None else np.asarray(anomaly_mask, bool)
     regions_count = binarized.num_regions
+    if anomaly_mask is None and not mask.any() and settings.fallback_fraction > 0:
+        mask = model_map >= np.quantile(model_map, 1.0 - settings.fallback_fraction)
+        regions_count = 1  # the strongest spot; anomaly_crop_boxes keeps the largest boxes first
     if anomaly_mask is not None:
         cv2 = require("cv2")
         regions_count = int(cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0]) - 1
