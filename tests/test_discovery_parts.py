@@ -181,10 +181,10 @@ def test_a_map_without_mebin_regions_still_centres_the_crop_on_its_peak() -> Non
     yy, xx = np.mgrid[0:128, 0:128]
     weak = (0.2 * np.exp(-((xx - 100) ** 2 + (yy - 20) ** 2) / 30.0)).astype(np.float32)  # below s_min
     feats = np.zeros((3, 16, 16), np.float32)
-    crops = build_crops(weak, feats, None, DiscoverySettings(grid=4, s_min=0.5, s_max=1.0))
+    crops = build_crops(weak, feats, None, DiscoverySettings(grid=4, s_min=0.5, s_max=1.0, fallback_fraction=0.01))
     assert crops.binarized.num_regions == 0
     b = crops.boxes[0]
     assert b.x0 <= 100 < b.x1 and b.y0 <= 20 < b.y1 and b.area < 128 * 128 / 4
     assert crops.regions[0, 0].max() > 0  # the peak's tokens are marked anomalous for the guidance
-    whole = build_crops(weak, feats, None, DiscoverySettings(grid=4, s_min=0.5, s_max=1.0, fallback_fraction=0.0))
+    whole = build_crops(weak, feats, None, DiscoverySettings(grid=4, s_min=0.5, s_max=1.0))  # default: AnomalyNCD
     assert whole.boxes[0].to_list() == [0, 0, 128, 128]

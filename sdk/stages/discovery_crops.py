@@ -38,8 +38,9 @@ class DiscoverySettings:
             a user-supplied pretrained ViT, at ``vit_input`` pixels).
         fallback_fraction: when MEBin finds no region (a weak map, e.g. a defect the detector scores
             low), the anomaly mask is the top ``fallback_fraction`` of the map's pixels instead, so
-            the crop still centres on the most anomalous spot rather than covering the whole image
-            (AnomalyNCD's rule); 0 keeps the whole-image crop.
+            the crop still centres on the most anomalous spot rather than covering the whole image;
+            0 (default) keeps AnomalyNCD's whole-image crop. Measured on MTD it did not help
+            consistently (docs/results.md), so it is off.
     """
 
     grid: int = 8
@@ -50,7 +51,7 @@ class DiscoverySettings:
     reject_threshold: float = float("-inf")
     token_source: str = "detector"
     vit_input: int = 224
-    fallback_fraction: float = 0.01
+    fallback_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fallback_fraction < 1.0:
