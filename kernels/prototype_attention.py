@@ -30,7 +30,15 @@ from kernels.launch_checks import (
     strides4,
 )
 from kernels.prototype_attention_backward import prototype_attention_bwd
-from kernels.triton_import import import_triton, interpreter_requested, is_interpreted, mma
+from kernels.triton_import import (
+    FWD_TILES,
+    INTERPRET_CONFIGS,
+    gpu_configs,
+    import_triton,
+    interpreter_requested,
+    is_interpreted,
+    mma,
+)
 from sdk.errors import InputError
 
 triton, tl = import_triton()
@@ -58,14 +66,8 @@ def prototype_attention_reference(
 
 
 # -- autotune configs ------------------------------------------------------------------------------------
-_FWD_CONFIGS_GPU = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_M": bm}, num_warps=w, num_stages=s)
-    for bn, bm, w, s in [(32, 32, 4, 1), (32, 64, 4, 2), (64, 32, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2),
-                         (128, 32, 4, 3), (128, 64, 4, 4), (128, 64, 8, 3), (128, 128, 8, 2)]
-]
-# The interpreter runs every program in Python: one config, blocks small enough that the tests cross
-# several prototype blocks (online-softmax rescaling) and leave ragged tails.
-_FWD_CONFIGS_INTERPRET = [triton.Config({"BLOCK_N": 32, "BLOCK_M": 32}, num_warps=4, num_stages=1)]
+_FWD_CONFIGS_GPU = gpu_configs(FWD_TILES)
+_FWD_CONFIGS_INTERPRET = INTERPRET_CONFIGS
 
 
 def keep_config(conf: triton.Config, n: int, head_dim_pad: int) -> bool:

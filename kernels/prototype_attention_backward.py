@@ -16,16 +16,13 @@ from __future__ import annotations
 import torch
 
 from kernels.launch_checks import LOG2E, device_guard, dot_options, padded_head_dim, strides4
-from kernels.triton_import import import_triton, interpreter_requested, mma
+from kernels.triton_import import INTERPRET_CONFIGS, gpu_configs, import_triton, interpreter_requested, mma
 
 triton, tl = import_triton()
 
-_BWD_CONFIGS_GPU = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_M": bm}, num_warps=w, num_stages=s)
-    for bn, bm, w, s in [(32, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 4, 3),
-                         (128, 64, 8, 2), (64, 128, 8, 2)]
-]
-_BWD_CONFIGS_INTERPRET = [triton.Config({"BLOCK_N": 32, "BLOCK_M": 32}, num_warps=4, num_stages=1)]
+_BWD_CONFIGS_GPU = gpu_configs(((32, 32, 4, 1), (32, 32, 4, 2), (64, 32, 4, 2), (32, 64, 4, 2), (64, 64, 4, 3),
+                                (128, 64, 8, 2), (64, 128, 8, 2)))
+_BWD_CONFIGS_INTERPRET = INTERPRET_CONFIGS
 _BWD_CONFIGS = _BWD_CONFIGS_INTERPRET if interpreter_requested() else _BWD_CONFIGS_GPU
 
 

@@ -29,7 +29,15 @@ from kernels.launch_checks import (
     resolve_scale,
     shape_error,
 )
-from kernels.triton_import import import_triton, interpreter_requested, is_interpreted, mma
+from kernels.triton_import import (
+    FWD_TILES,
+    INTERPRET_CONFIGS,
+    gpu_configs,
+    import_triton,
+    interpreter_requested,
+    is_interpreted,
+    mma,
+)
 
 triton, tl = import_triton()
 
@@ -62,12 +70,8 @@ def region_guided_attention_reference(
 
 
 # -- autotune configs: BLOCK_N query rows, BLOCK_M keys ------------------------------------------------------
-_FWD_CONFIGS_GPU = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_M": bm}, num_warps=w, num_stages=s)
-    for bn, bm, w, s in [(32, 32, 4, 1), (32, 64, 4, 2), (64, 32, 4, 3), (64, 64, 4, 3), (64, 128, 4, 2),
-                         (128, 32, 4, 3), (128, 64, 4, 4), (128, 64, 8, 3), (128, 128, 8, 2)]
-]
-_FWD_CONFIGS_INTERPRET = [triton.Config({"BLOCK_N": 32, "BLOCK_M": 32}, num_warps=4, num_stages=1)]
+_FWD_CONFIGS_GPU = gpu_configs(FWD_TILES)
+_FWD_CONFIGS_INTERPRET = INTERPRET_CONFIGS
 
 
 def keep_config(conf: triton.Config, n: int, head_dim_pad: int) -> bool:

@@ -303,7 +303,7 @@ def _discovery_stages(bundle: Bundle, runtime: Backend, cfg: InspectorConfig
                f"classifier needs: re-export with `protoinspect export {bundle.path}` (or classify=False)")
         raise BundleError(msg)
     kind = "torch" if runtime.name == "torch" else "onnxruntime"  # TensorRT detector: the small classifier on ORT
-    classifier = DiscoveryClassifier(bundle, kind, cfg.threads, color_order=cfg.color_order)
+    classifier = DiscoveryClassifier(bundle, kind, color_order=cfg.color_order)
     rejector = VmfRejector(classifier.settings.reject_threshold) if cfg.reject_outliers else None
     return classifier, rejector
 

@@ -375,7 +375,6 @@ def test_warmup_and_context_manager_close(bundle: Path, rng: np.random.Generator
 def test_tensorrt_backend_is_explicit_and_says_what_to_install(bundle: Path) -> None:
     from sdk.errors import MissingDependencyError
 
-    pytest.importorskip("numpy")
     try:
         import tensorrt  # noqa: F401
     except ImportError:

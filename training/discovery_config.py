@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,15 +89,7 @@ class DiscoveryTrainConfig:
 
 
 def discovery_config(overrides: list[str] | None = None) -> DiscoveryTrainConfig:
-    """Defaults plus ``key=value`` overrides (values parsed as JSON when they parse, else strings)."""
-    known = {f.name: f for f in dataclasses.fields(DiscoveryTrainConfig)}
-    values: dict[str, Any] = {}
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep or key not in known:
-            raise ConfigError(f"bad override {item!r}: use key=value with key one of {sorted(known)}")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return DiscoveryTrainConfig(**values)
+    """Defaults plus ``key=value`` overrides, parsed as the detector's training config parses them."""
+    from training.config import apply_overrides
+
+    return DiscoveryTrainConfig(**apply_overrides(DiscoveryTrainConfig().to_dict(), list(overrides or [])))

@@ -32,7 +32,7 @@ from sdk.config import InspectorConfig
 from sdk.errors import ConfigError, DatasetError, ProtoInspectError
 from sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
 from sdk.models.loading import load_detector_net
-from sdk.stages.discovery_merge import MergedPrediction, merge_crops
+from sdk.stages.discovery_merge import MergedPrediction, area_weights, merge_crops
 from sdk.stages.masker import build_masker
 from training.datasets import load_dataset
 from training.discovery_config import DiscoveryTrainConfig, discovery_config
@@ -111,17 +111,11 @@ def predict_images(model: DefectClassifierNet, images: Sequence[DiscoveryImage],
         z, logits = model(torch.from_numpy(im.tokens[0].astype(np.float32)),
                           torch.from_numpy(im.regions[0].astype(np.float32)))
         merged = merge_crops(logits.numpy(), im.crops.areas, model.config.kappa, temperature)
-        alpha = _area_weights(im.crops.areas, temperature)
+        alpha = area_weights(im.crops.areas, temperature)
         e = (alpha[:, None] * z.numpy()).sum(0)
         preds.append(merged)
         embeds.append(e / max(np.linalg.norm(e), 1e-12))
     return preds, np.stack(embeds) if embeds else np.zeros((0, model.config.embed_dim))
-
-
-def _area_weights(areas: np.ndarray, temperature: float) -> np.ndarray:
-    a = np.sqrt(np.asarray(areas, np.float64)) / temperature
-    a = np.exp(a - a.max())
-    return a / a.sum()
 
 
 def _optimizer(model: DefectClassifierNet, cfg: DiscoveryTrainConfig, steps: int

@@ -79,16 +79,15 @@ class DiscoveryClassifier:
     ``argmax``); the frame gets the area-merged class of all crops (methods.md §3(b).7).
     """
 
-    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int | None = None,
-                 color_order: str = "bgr") -> None:
+    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", color_order: str = "bgr") -> None:
         """Load settings, classes and the classifier graph.
 
         Args:
             bundle: a bundle written by ``training.train_discovery``.
             backend: ``onnxruntime`` (needs ``classifier.onnx``) or ``torch``.
             color_order: channel order of the Inspector's frames (for the ViT token source).
-            threads: unused for the classifier graph, which always runs on one thread without
-                spin-waiting (it must not take cores from the detector); kept for a uniform signature.
+                The ONNX Runtime classifier always runs on one thread without spin-waiting, so it
+                never takes cores from the detector.
 
         Raises:
             BundleError: no classifier, or no ``classifier.onnx`` for onnxruntime.

@@ -34,11 +34,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def area_weights(areas: np.ndarray, temperature: float) -> np.ndarray:
+    """The region-merging weights ``softmax(sqrt(area) / T)`` of n crops (n,), as merging applies them."""
+    areas = np.asarray(areas, np.float64)
+    return merge_region_probabilities(np.eye(len(areas)), areas, temperature)
+
+
 def merge_crops(logits: np.ndarray, areas: np.ndarray, kappa: float, temperature: float) -> MergedPrediction:
     """Merge n crops' vMF logits (n x K, ``kappa * cos``) with weights ``softmax(sqrt(area) / T)``."""
     logits = np.asarray(logits, np.float64)
     probs = merge_region_probabilities(softmax(logits), np.asarray(areas, np.float64), temperature)
-    weights = merge_region_probabilities(np.eye(len(logits)), np.asarray(areas, np.float64), temperature)
-    cosines = weights @ (logits / kappa)
+    cosines = area_weights(areas, temperature) @ (logits / kappa)
     class_id = int(np.argmax(probs))
     return MergedPrediction(probabilities=probs, cosines=cosines, class_id=class_id, score=float(cosines[class_id]))
