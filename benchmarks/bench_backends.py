@@ -7,15 +7,15 @@ Backends: ``onnxruntime`` (CPU; needs ``detector.onnx``), ``torch`` (CPU, or ``c
 a GPU), ``tensorrt`` (needs tensorrt + pycuda, a CUDA GPU and an engine built for it by
 ``export/build_engine.py``); each is skipped with the reason when it cannot run here. Stages:
 
-* ``preprocess``: a 480x640 BGR camera frame -> model-size RGB (``sdk.preprocess.resize_to_rgb``);
+* ``preprocess``: a 480x640 BGR camera frame -> model-size RGB (``protoinspect.sdk.preprocess.resize_to_rgb``);
 * ``graph-b1`` / ``graph-b8``: ``backend.run`` on 1 / 8 model-size images (the detector graph alone,
   host to host); frames/s of the batch in ``extra_info``;
-* ``postprocess``: the model map -> frame resolution (``sdk.preprocess.resize_map``);
+* ``postprocess``: the model map -> frame resolution (``protoinspect.sdk.preprocess.resize_map``);
 * ``inspect``: ``Inspector.inspect`` on the frame, fast path (``image_threshold=inf``), per-stage
   p50/p95 of ``result.timings_ms`` in ``extra_info``.
 
 Correctness is asserted once before timing: every backend's map for the same frame matches
-onnxruntime's within the fp32 engine tolerance of :mod:`export.trt_parity` (fp16 engines: their own).
+onnxruntime's within the fp32 engine tolerance of :mod:`protoinspect.export.trt_parity` (fp16 engines: their own).
 $PROTOINSPECT_THREADS sets CPU threads (default 2).
 """
 
@@ -30,10 +30,10 @@ import numpy as np
 import pytest
 from bench_settings import bench_threads
 
-from sdk import Inspector, InspectorConfig
-from sdk.backends.registry import create_backend
-from sdk.bundle import load_bundle
-from sdk.preprocess import resize_map, resize_to_rgb
+from protoinspect.sdk import Inspector, InspectorConfig
+from protoinspect.sdk.backends.registry import create_backend
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.preprocess import resize_map, resize_to_rgb
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 FRAME_SHAPE = (480, 640, 3)
@@ -52,7 +52,7 @@ def _skip_reason(name: str, bundle_path: Path) -> str | None:
         return None if importlib.util.find_spec("torch") is not None else "torch is not installed"
     if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("pycuda") is None:
         return "needs TensorRT and a CUDA GPU (tensorrt / pycuda not installed)"
-    from sdk.backends.trt_sidecar import engine_entries
+    from protoinspect.sdk.backends.trt_sidecar import engine_entries
 
     if not engine_entries(load_bundle(bundle_path, verify=False).manifest.extra, "detector.onnx"):
         return f"no TensorRT engine in the bundle: run python export/build_engine.py {bundle_path} --precision fp16"
@@ -121,7 +121,7 @@ def test_preprocess(benchmark: Any, bundle_path: Path, frame: np.ndarray) -> Non
 @pytest.mark.parametrize("batch", [1, 8])
 def test_graph(benchmark: Any, backend: Any, frame: np.ndarray, reference_map: np.ndarray | None, batch: int) -> None:
     """``backend.run`` on ``batch`` model-size images (host arrays in and out)."""
-    from export.trt_parity import PARITY_TOLERANCES
+    from protoinspect.export.trt_parity import PARITY_TOLERANCES
 
     spec = backend.bundle.manifest.preprocess_spec
     image = resize_to_rgb(frame, spec, "bgr")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
-from sdk.preprocess import PreprocessSpec, preprocess_frame
+from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
+from protoinspect.sdk.preprocess import PreprocessSpec, preprocess_frame
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def detector() -> tuple[torch.nn.Module, PreprocessSpec]:
     torch.set_num_threads(int(os.environ.get("PROTOINSPECT_THREADS", "2")))
     path = os.environ.get("PROTOINSPECT_BUNDLE")
     if path:
-        from sdk.bundle import load_bundle
-        from sdk.models.loading import load_detector_net
+        from protoinspect.sdk.bundle import load_bundle
+        from protoinspect.sdk.models.loading import load_detector_net
 
         bundle = load_bundle(path)
         return load_detector_net(bundle), bundle.manifest.preprocess_spec

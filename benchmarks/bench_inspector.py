@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from bench_settings import bench_threads
 
-from sdk import Inspector, InspectorConfig
+from protoinspect.sdk import Inspector, InspectorConfig
 
 FRAME_SHAPE = (256, 256, 3)
 STAGES = ("mask", "detect", "regions", "classify", "total")

@@ -19,18 +19,15 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if __name__ != "__main__" and not torch.cuda.is_available():
     pytest.skip("needs CUDA", allow_module_level=True)
 
-from kernels import (
+from protoinspect.kernels import (
     prototype_attention,
     prototype_attention_reference,
     region_guided_attention,

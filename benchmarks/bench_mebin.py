@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sdk.stages.mebin import mebin, mebin_range
+from protoinspect.sdk.stages.mebin import mebin, mebin_range
 
 
 def _maps(count: int = 50, size: int = 256) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""Per-stage latency of ``sdk.Inspector`` on the machine it runs on: Jetson, datacenter GPU or CPU.
+"""Per-stage latency of ``protoinspect.sdk.Inspector`` on the machine it runs on: Jetson, datacenter GPU or CPU.
 
 Standalone (no pytest on the device)::
 
@@ -25,7 +25,6 @@ import json
 import math
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -35,11 +34,8 @@ from typing import Any
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-from sdk import Inspector, InspectorConfig  # noqa: E402
-from sdk import device_info  # noqa: E402
+from protoinspect.sdk import Inspector, InspectorConfig  # noqa: E402
+from protoinspect.sdk import device_info  # noqa: E402
 
 STAGES = ("mask", "detect", "regions", "classify", "total")
 PATHS = {"fast": math.inf, "anomalous": -math.inf, "bundle": None}
@@ -157,8 +153,8 @@ def open_inspector(bundle: str, backend: str, device: str, threads: int | None, 
     cfg = InspectorConfig(color_order="bgr", image_threshold=PATHS[path],
                           threads=None if backend == "tensorrt" else threads)
     if backend == "tensorrt":
-        from sdk.backends.registry import create_backend
-        from sdk.bundle import load_bundle
+        from protoinspect.sdk.backends.registry import create_backend
+        from protoinspect.sdk.bundle import load_bundle
 
         loaded = load_bundle(bundle)
         return Inspector(loaded, create_backend("tensorrt", loaded, device=device, cuda_graph=cuda_graph), cfg)

@@ -33,9 +33,6 @@ from typing import Any
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 RSS_EVERY = 1000
 SMALL_SHAPE = (256, 256, 3)
 LARGE_SHAPE = (480, 640, 3)
@@ -129,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak and return the summary (``ok`` False when a frame was lost or reordered)."""
-    from sdk import Inspector, InspectorConfig
+    from protoinspect.sdk import Inspector, InspectorConfig
 
     jsonl = Path(args.jsonl) if args.jsonl else Path(tempfile.gettempdir()) / f"protoinspect-soak-{os.getpid()}.jsonl"
     jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.frames < 1 or args.warmup < 0 or args.threads < 1:
         print("soak.py: --frames must be >= 1, --warmup >= 0, --threads >= 1", file=sys.stderr)
         return 2
-    from sdk.errors import ProtoInspectError
+    from protoinspect.sdk.errors import ProtoInspectError
 
     try:
         summary = run(args)

@@ -4,16 +4,16 @@ Usage (on the target machine: engines are specific to the TensorRT version and G
 
     python export/build_engine.py BUNDLE_DIR --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]
         [--workspace-gib G] [--timing-cache F] [--allow-precision-fallback] [--max-batch N]
-    python -m export.build_engine ...   |   protoinspect build-engine ...
+    python -m protoinspect.export.build_engine ...   |   protoinspect build-engine ...
 
 For ``detector.onnx`` (and ``classifier.onnx`` when present) it parses the ONNX file, logs every input
-and output, sets the precision as :func:`export.trt_config.plan_build` decides for this TensorRT
+and output, sets the precision as :func:`protoinspect.export.trt_config.plan_build` decides for this TensorRT
 version (10: builder flags + INT8 entropy calibration from ``--calib-dir`` images through
-``sdk.preprocess``; 11+: strongly typed, fp16 by converting the ONNX file, INT8 only from Q/DQ nodes),
+``protoinspect.sdk.preprocess``; 11+: strongly typed, fp16 by converting the ONNX file, INT8 only from Q/DQ nodes),
 adds an optimisation profile over the batch axis (1 / opt / max), loads and saves the timing cache,
 sets the builder optimisation level and the DLA core (GPU fallback on), and serialises the engine.
 Each engine is then run next to ONNX Runtime (CPU) on random frames and calibration images with the
-tolerances of :mod:`export.trt_parity`; only if every engine passes are ``<stem>.<precision>.sm<cc>.engine``
+tolerances of :mod:`protoinspect.export.trt_parity`; only if every engine passes are ``<stem>.<precision>.sm<cc>.engine``
 and its sidecar ``.engine.json`` added to the bundle and listed in ``manifest.extra["tensorrt"]``.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import sys
@@ -30,16 +31,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: the repository root must be importable
-    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, "") and importlib.util.find_spec("protoinspect") is None:
+    # run as ``python export/build_engine.py`` from a checkout that was never installed
+    sys.exit("protoinspect is not installed: run `pip install -e .` in the repository root first "
+             "(its folders import as protoinspect.export, protoinspect.sdk, ...)")
 
-from export.trt_calibration import (  # noqa: E402
+from protoinspect.export.trt_calibration import (  # noqa: E402
     calibration_batch_size,
     calibration_batches,
     calibration_images,
     make_entropy_calibrator,
 )
-from export.trt_config import (  # noqa: E402
+from protoinspect.export.trt_config import (  # noqa: E402
     BuildOptions,
     EngineBuildError,
     fast_precisions,
@@ -47,12 +50,12 @@ from export.trt_config import (  # noqa: E402
     plan_build,
     profile_shapes,
 )
-from export.trt_parity import batch_slices, compare_outputs, detector_frames, merge_reports, random_inputs  # noqa: E402
-from sdk._imports import require  # noqa: E402
-from sdk.backends.base import onnx_file_name  # noqa: E402
-from sdk.backends.trt_sidecar import EXTRA_KEY, engine_file_name, make_sidecar, sidecar_file_name  # noqa: E402
-from sdk.bundle import Bundle, add_files, load_bundle  # noqa: E402
-from sdk.errors import BundleError, ProtoInspectError  # noqa: E402
+from protoinspect.export.trt_parity import batch_slices, compare_outputs, detector_frames, merge_reports, random_inputs  # noqa: E402
+from protoinspect.sdk._imports import require  # noqa: E402
+from protoinspect.sdk.backends.base import onnx_file_name  # noqa: E402
+from protoinspect.sdk.backends.trt_sidecar import EXTRA_KEY, engine_file_name, make_sidecar, sidecar_file_name  # noqa: E402
+from protoinspect.sdk.bundle import Bundle, add_files, load_bundle  # noqa: E402
+from protoinspect.sdk.errors import BundleError, ProtoInspectError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 CLASSIFIER_ONNX = "classifier.onnx"
@@ -103,7 +106,7 @@ def _build_one(trt: Any, cuda: Any, gpu: Any, bundle: Bundle, onnx_file: str, op
                calib_paths: list[Path], timing_cache: bytes) -> tuple[BuiltEngine, bytes]:
     import onnx
 
-    from export.onnx_fp16 import convert_to_fp16
+    from protoinspect.export.onnx_fp16 import convert_to_fp16
 
     trt_logger = trt.Logger(trt.Logger.WARNING)
     onnx_bytes = bundle.read_bytes(onnx_file)  # size and sha256 checked against the manifest
@@ -164,7 +167,7 @@ def _build_one(trt: Any, cuda: Any, gpu: Any, bundle: Bundle, onnx_file: str, op
     calibration = None if calibrator is None else {
         "images": len(calib_paths), "batch": calib_batch, "batches": calibrator.batches_served,
         "cache_sha256": calibrator.cache_sha256}
-    from sdk.device_info import host_summary
+    from protoinspect.sdk.device_info import host_summary
 
     sidecar = make_sidecar(
         engine_file=engine_file, onnx_file=onnx_file, onnx_sha256=str(bundle.manifest.files[onnx_file]["sha256"]),
@@ -190,7 +193,7 @@ def _parity(trt: Any, cuda: Any, gpu: Any, bundle: Bundle, built: BuiltEngine, o
     """Engine vs ONNX Runtime (CPU, the float32 ONNX file) in batches of 1 and 3."""
     import numpy as np
 
-    from sdk.backends.trt_runtime import EngineRunner
+    from protoinspect.sdk.backends.trt_runtime import EngineRunner
 
     ort = require("onnxruntime")
     session = ort.InferenceSession(bundle.read_bytes(built.onnx_file), providers=["CPUExecutionProvider"])
@@ -239,7 +242,7 @@ def build_engine(bundle_dir: str | Path, *, precision: str = "fp16", calib_dir: 
     files = bundle_onnx_files(bundle)
     trt = require("tensorrt")
     cuda = require("pycuda.driver")
-    from sdk.backends.trt_runtime import CudaDevice
+    from protoinspect.sdk.backends.trt_runtime import CudaDevice
 
     calib_paths = calibration_images(options.calib_dir, options.calib_images) if options.calib_dir else []
     cache = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.is_file() else b""

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.onnx_lint import lint_onnx
-from export.onnx_parity import PARITY_PROVIDER
-from export.trt_ops import TRT_DOC_VERSION
-from sdk.errors import ExportError
+from protoinspect.export.onnx_lint import lint_onnx
+from protoinspect.export.onnx_parity import PARITY_PROVIDER
+from protoinspect.export.trt_ops import TRT_DOC_VERSION
+from protoinspect.sdk.errors import ExportError
 
 CLASSIFIER_ONNX = "classifier.onnx"
 INPUTS = ("tokens", "regions")
@@ -33,9 +33,9 @@ def export_classifier_onnx(bundle_dir: str | Path, *, opset: int = DEFAULT_OPSET
     """
     import onnx
 
-    from sdk._imports import require
-    from sdk.bundle import add_files, load_bundle
-    from sdk.models.loading import load_classifier_net
+    from protoinspect.sdk._imports import require
+    from protoinspect.sdk.bundle import add_files, load_bundle
+    from protoinspect.sdk.models.loading import load_classifier_net
 
     bundle = load_bundle(bundle_dir)
     net = load_classifier_net(bundle)

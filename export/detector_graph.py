@@ -4,7 +4,7 @@
 graph takes ``image`` (``N x H x W x 3`` uint8 RGB at model size) and gives ``anomaly_map``
 (``N x 1 x H x W`` float32), ``score`` (``N`` float32) and ``features`` (``N x C x H/8 x W/8``
 float32, the fused encoder map the defect classifier reads). Shared by the exporter
-(:mod:`export.onnx_export`) and the torch/onnxruntime parity check (:mod:`export.onnx_parity`).
+(:mod:`protoinspect.export.onnx_export`) and the torch/onnxruntime parity check (:mod:`protoinspect.export.onnx_parity`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS
-from sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS
+from protoinspect.sdk.preprocess import PreprocessSpec
 
 # the runtime's I/O contract is the single source of truth for the graph's names
 INPUT_NAME = DETECTOR_INPUT
@@ -22,9 +22,9 @@ OUTPUT_NAMES = (*DETECTOR_OUTPUTS, DETECTOR_FEATURES)
 
 
 class DetectorExportModule(nn.Module):
-    """A :class:`~sdk.models.prototype_detector.PrototypeDetectorNet` with the bundle's normalisation baked in.
+    """A :class:`~protoinspect.sdk.models.prototype_detector.PrototypeDetectorNet` with the bundle's normalisation baked in.
 
-    Input ``image``: N x H x W x 3 uint8 RGB at model size (``sdk.preprocess.resize_to_rgb`` output).
+    Input ``image``: N x H x W x 3 uint8 RGB at model size (``protoinspect.sdk.preprocess.resize_to_rgb`` output).
     Outputs: ``anomaly_map`` N x 1 x H x W float32, ``score`` N float32 and ``features``, as the net
     gives them (:meth:`PrototypeDetectorNet.forward_with_features`).
     """
@@ -33,7 +33,7 @@ class DetectorExportModule(nn.Module):
         super().__init__()
         self.net = net
         self.image_size = tuple(spec.image_size)
-        # The very float32 constants sdk.preprocess.normalize uses (x * scale + offset), as 1x3x1x1.
+        # The very float32 constants protoinspect.sdk.preprocess.normalize uses (x * scale + offset), as 1x3x1x1.
         scale = np.asarray(spec._scale, dtype=np.float32).reshape(1, 3, 1, 1)
         offset = np.asarray(spec._offset, dtype=np.float32).reshape(1, 3, 1, 1)
         self.register_buffer("scale", torch.from_numpy(scale.copy()))

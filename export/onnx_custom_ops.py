@@ -1,18 +1,18 @@
 """ONNX export variant of the detector whose prototype attentions are TensorRT plugin nodes.
 
-The default export (:mod:`export.onnx_export`) writes the attention as reference operators (MatMul,
+The default export (:mod:`protoinspect.export.onnx_export`) writes the attention as reference operators (MatMul,
 Softmax, MatMul), which TensorRT fuses itself. This variant replaces every prototype cross-attention of
 the decoder (reconstruction through the prototypes and, with dynamic prototypes, the aggregation into
 them) by one node ``protoinspect::prototype_attention`` that TensorRT's ONNX parser maps to the AOT
-plugin of :mod:`kernels.trt_plugins` (op type = plugin name, string attribute ``plugin_namespace``,
+plugin of :mod:`protoinspect.kernels.trt_plugins` (op type = plugin name, string attribute ``plugin_namespace``,
 int attribute ``aot = 1``, float attribute ``scale``). The node has two outputs, ``out`` (like q) and
 ``lse`` (B x H x N float32); only ``out`` is used by the graph.
 
 Usage::
 
-    python -m export.onnx_custom_ops BUNDLE --out detector.plugins.onnx
+    python -m protoinspect.export.onnx_custom_ops BUNDLE --out detector.plugins.onnx
 
-Building an engine from it needs TensorRT >= 10.9 and ``kernels.trt_plugins.register_plugins()`` in the
+Building an engine from it needs TensorRT >= 10.9 and ``protoinspect.kernels.trt_plugins.register_plugins()`` in the
 building process. ONNX Runtime cannot run this file (it has no kernel for the custom op).
 """
 
@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
-from kernels.trt_plugins import PLUGIN_NAMESPACE, PROTOTYPE_ATTENTION
-from sdk.errors import ConfigError, ExportError, ProtoInspectError
-from sdk.models.prototype_decoder import prototype_attention_reference
+from protoinspect.export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
+from protoinspect.kernels.trt_plugins import PLUGIN_NAMESPACE, PROTOTYPE_ATTENTION
+from protoinspect.sdk.errors import ConfigError, ExportError, ProtoInspectError
+from protoinspect.sdk.models.prototype_decoder import prototype_attention_reference
 
 CUSTOM_OPSET = 1
 DEFAULT_OPSET = 17
@@ -98,9 +98,9 @@ def export_detector_custom_ops(bundle_dir: str | Path, out_path: str | Path, *, 
     """
     import onnx
 
-    from export.onnx_export import _check_opset, _feature_shape, _pin_output_shapes
-    from sdk.bundle import load_bundle
-    from sdk.models.loading import load_detector_net
+    from protoinspect.export.onnx_export import _check_opset, _feature_shape, _pin_output_shapes
+    from protoinspect.sdk.bundle import load_bundle
+    from protoinspect.sdk.models.loading import load_detector_net
 
     opset = _check_opset(opset)
     bundle = load_bundle(bundle_dir)
@@ -138,8 +138,8 @@ def export_detector_custom_ops(bundle_dir: str | Path, out_path: str | Path, *, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m export.onnx_custom_ops BUNDLE --out FILE [--opset N]``."""
-    p = argparse.ArgumentParser(prog="python -m export.onnx_custom_ops",
+    """``python -m protoinspect.export.onnx_custom_ops BUNDLE --out FILE [--opset N]``."""
+    p = argparse.ArgumentParser(prog="python -m protoinspect.export.onnx_custom_ops",
                                 description="Export the detector with TensorRT plugin nodes for prototype attention.")
     p.add_argument("bundle")
     p.add_argument("--out", required=True, help="ONNX file to write")
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         info = export_detector_custom_ops(args.bundle, args.out, opset=args.opset)
     except ProtoInspectError as exc:
-        from sdk.cli import report_error
+        from protoinspect.sdk.cli import report_error
 
         return report_error(exc)
     print(f"wrote {info['path']}: {info['custom_nodes']} {info['plugin']} nodes (opset {info['opset']})")

@@ -1,9 +1,9 @@
 """Export a detector bundle to ONNX (``detector.onnx``) with a torch/onnxruntime parity check and a TensorRT lint.
 
-The graph takes what :func:`sdk.preprocess.resize_to_rgb` produces, batched: ``image`` is
+The graph takes what :func:`protoinspect.sdk.preprocess.resize_to_rgb` produces, batched: ``image`` is
 ``N x H x W x 3`` uint8 RGB at the bundle's model size. The resize stays outside the graph because
 camera frames come in every size; the normalisation is inside it (cast to float32, NHWC -> NCHW,
-``x * scale + offset`` with the bundle's own float32 constants, exactly :func:`sdk.preprocess.normalize`).
+``x * scale + offset`` with the bundle's own float32 constants, exactly :func:`protoinspect.sdk.preprocess.normalize`).
 Outputs: ``anomaly_map`` (``N x 1 x H x W`` float32) and ``score`` (``N`` float32). The batch axis is
 dynamic; H and W are fixed by the bundle.
 
@@ -12,12 +12,12 @@ Usage::
     protoinspect export BUNDLE_DIR [--opset N] [--no-verify] [--frames IMG ...]
 
 After export the graph is linted against TensorRT 10's ONNX parser support matrix
-(:mod:`export.trt_ops`), then run in onnxruntime (CPU) next to torch on fresh random frames (plus any
+(:mod:`protoinspect.export.trt_ops`), then run in onnxruntime (CPU) next to torch on fresh random frames (plus any
 real frames given) in batches of 1 and 3; ``detector.onnx`` is added to the bundle and described
 in the manifest's ``extra["onnx"]`` (I/O names, dtypes, shapes, opset, lint and parity results).
 
-The graph's module and I/O names live in :mod:`export.detector_graph`, the lint in
-:mod:`export.onnx_lint`, the parity check in :mod:`export.onnx_parity`; their public names are
+The graph's module and I/O names live in :mod:`protoinspect.export.detector_graph`, the lint in
+:mod:`protoinspect.export.onnx_lint`, the parity check in :mod:`protoinspect.export.onnx_parity`; their public names are
 re-exported here.
 """
 
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-# Re-exported: export.onnx_export stays the one import point for the export API.
-from export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
-from export.onnx_lint import lint_onnx
-from export.onnx_parity import (
+# Re-exported: protoinspect.export.onnx_export stays the one import point for the export API.
+from protoinspect.export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
+from protoinspect.export.onnx_lint import lint_onnx
+from protoinspect.export.onnx_parity import (
     MAP_ATOL,
     PARITY_BATCH_SIZES,
     PARITY_PROVIDER,
@@ -44,7 +44,7 @@ from export.onnx_parity import (
     format_parity,
     verify_onnx_parity,
 )
-from export.trt_ops import (
+from protoinspect.export.trt_ops import (
     TRT10_SUPPORTED_OPS,
     TRT10_TOPK_MAX_K,
     TRT10_UNSUPPORTED_OPS,
@@ -52,9 +52,9 @@ from export.trt_ops import (
     TRT_MAX_OPSET,
     TRT_MIN_OPSET,
 )
-from sdk.cli import report_error
-from sdk.errors import ConfigError, ExportError, ProtoInspectError
-from sdk.preprocess import ColorOrder, resize_to_rgb
+from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import ConfigError, ExportError, ProtoInspectError
+from protoinspect.sdk.preprocess import ColorOrder, resize_to_rgb
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -223,7 +223,7 @@ def export_detector_onnx(
         verify: run the torch/onnxruntime parity check (needs onnxruntime).
         num_random: fresh random uint8 frames for the parity check.
         real_frames: camera frames (any size; HxW gray or HxWx3 in ``frames_color_order``, default the
-            bundle's color order) also checked after :func:`sdk.preprocess.resize_to_rgb`.
+            bundle's color order) also checked after :func:`protoinspect.sdk.preprocess.resize_to_rgb`.
         frames_color_order: channel order of ``real_frames``.
 
     Returns:
@@ -238,8 +238,8 @@ def export_detector_onnx(
     """
     import onnx
 
-    from sdk.bundle import add_files, load_bundle
-    from sdk.models.loading import load_detector_net
+    from protoinspect.sdk.bundle import add_files, load_bundle
+    from protoinspect.sdk.models.loading import load_detector_net
 
     opset = _check_opset(opset)
     if isinstance(num_random, bool) or not isinstance(num_random, (int, np.integer)) or num_random < 0:
@@ -288,8 +288,8 @@ def export_detector_onnx(
             "onnx": onnx.__version__,
             "inputs": inputs,
             "outputs": outputs,
-            "input_layout": "NHWC uint8 RGB at model size; resize (sdk.preprocess.resize_to_rgb) outside the graph",
-            "normalization": "in graph: float32(x) * scale + offset per RGB channel (sdk.preprocess.normalize)",
+            "input_layout": "NHWC uint8 RGB at model size; resize (protoinspect.sdk.preprocess.resize_to_rgb) outside the graph",
+            "normalization": "in graph: float32(x) * scale + offset per RGB channel (protoinspect.sdk.preprocess.normalize)",
             "map_mode": net.config.map_mode,
             "op_types": op_types,
             "tensorrt_lint": {"tensorrt_doc_version": TRT_DOC_VERSION, "max_opset": TRT_MAX_OPSET, "problems": []},
@@ -303,7 +303,7 @@ def export_detector_onnx(
 
 
 def _read_frames(paths: Sequence[str]) -> list[np.ndarray]:
-    from training.image_io import probe_mode, read_image
+    from protoinspect.training.image_io import probe_mode, read_image
 
     return [read_image(p, probe_mode(p)) for p in paths]  # gray or RGB
 
@@ -315,9 +315,9 @@ def training_data_frames(bundle: str | Path, per_dataset: int = 2) -> tuple[list
     Returns:
         (RGB/gray frames, their paths); empty when no recorded dataset is reachable.
     """
-    from training.datasets import load_dataset
+    from protoinspect.training.datasets import load_dataset
 
-    from sdk.bundle import load_bundle
+    from protoinspect.sdk.bundle import load_bundle
 
     frames: list[np.ndarray] = []
     paths: list[str] = []
@@ -375,11 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("parity: not checked (--no-verify)")
     else:
         print(format_parity(info["parity"]))
-    from sdk.bundle import load_bundle
-    from sdk.stages.discovery import has_classifier
+    from protoinspect.sdk.bundle import load_bundle
+    from protoinspect.sdk.stages.discovery import has_classifier
 
     if has_classifier(load_bundle(args.bundle)):
-        from export.classifier_export import export_classifier_onnx
+        from protoinspect.export.classifier_export import export_classifier_onnx
 
         try:
             clf = export_classifier_onnx(args.bundle)

@@ -13,7 +13,7 @@ dependency-free version of the same idea built on ``onnx`` alone:
   float32, with Cast nodes around them, and so do inputs that must be float32 by the ONNX spec
   (``Resize`` scales);
 * the result passes ``onnx.checker`` with full type inference, or the conversion fails with
-  :class:`~export.trt_config.EngineBuildError` naming the ModelOpt command to use instead.
+  :class:`~protoinspect.export.trt_config.EngineBuildError` naming the ModelOpt command to use instead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from export.trt_config import EngineBuildError
+from protoinspect.export.trt_config import EngineBuildError
 
 #: Ops computed in float32 (Casts around them): reductions and powers overflow or lose precision in fp16.
 DEFAULT_KEEP_FP32_OPS = frozenset({"ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp",

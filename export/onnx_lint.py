@@ -1,6 +1,6 @@
 """TensorRT 10 lint of an ONNX graph: operators, opset, DOUBLE tensors and TopK limits.
 
-Checks a model against TensorRT 10's ONNX parser support matrix (:mod:`export.trt_ops`), recursing
+Checks a model against TensorRT 10's ONNX parser support matrix (:mod:`protoinspect.export.trt_ops`), recursing
 into If/Loop/Scan bodies; :func:`lint_onnx` returns the problems found (empty when none).
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from export.trt_ops import (
+from protoinspect.export.trt_ops import (
     TRT10_SUPPORTED_OPS,
     TRT10_TOPK_MAX_K,
     TRT10_UNSUPPORTED_OPS,
@@ -19,7 +19,7 @@ from export.trt_ops import (
     TRT_MAX_OPSET,
     TRT_MIN_OPSET,
 )
-from sdk.errors import ExportError
+from protoinspect.sdk.errors import ExportError
 
 _ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -61,7 +61,7 @@ def _constant_values(graph: Any, names: set[str]) -> dict[str, np.ndarray]:
 def lint_onnx(model_path: str | Path) -> list[str]:
     """TensorRT 10 compatibility problems of an ONNX file; empty when none were found.
 
-    Checks (TensorRT 10 ONNX parser support matrix, see :mod:`export.trt_ops`):
+    Checks (TensorRT 10 ONNX parser support matrix, see :mod:`protoinspect.export.trt_ops`):
         * the default-domain opset is within ``TRT_MIN_OPSET..TRT_MAX_OPSET``;
         * every node (also inside If/Loop/Scan bodies) is a default-domain operator marked supported;
         * no DOUBLE anywhere: graph inputs/outputs, value_info (after shape inference), initializers,

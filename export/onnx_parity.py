@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
-from sdk.errors import ConfigError, ExportError, InputError
-from sdk.preprocess import PreprocessSpec
+from protoinspect.export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
+from protoinspect.sdk.errors import ConfigError, ExportError, InputError
+from protoinspect.sdk.preprocess import PreprocessSpec
 
 PARITY_BATCH_SIZES = (1, 3)
 PARITY_PROVIDER = "CPUExecutionProvider"
@@ -63,7 +63,7 @@ def _parity_batches(n: int) -> list[np.ndarray]:
 
 
 def _ort_session(onnx_path: str | Path) -> Any:
-    from sdk._imports import require
+    from protoinspect.sdk._imports import require
 
     ort = require("onnxruntime")
     options = ort.SessionOptions()
@@ -119,7 +119,7 @@ def verify_onnx_parity(
     if images.shape[1:3] != (h, w):
         msg = (
             f"parity frames are {images.shape[1]}x{images.shape[2]}, the model takes {h}x{w}: "
-            "resize with sdk.preprocess.resize_to_rgb"
+            "resize with protoinspect.sdk.preprocess.resize_to_rgb"
         )
         raise InputError(msg)
 

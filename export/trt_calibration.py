@@ -1,8 +1,8 @@
 """INT8 calibration data for TensorRT 10: images -> the runtime's model input, batched, and the calibrator.
 
 The calibration frames go through exactly the runtime's pre-processing: a file is decoded with OpenCV
-(BGR, as a camera frame would arrive from OpenCV) and handed to :func:`sdk.preprocess.resize_to_rgb`
-with ``color_order="bgr"``, which is what :class:`~sdk.stages.detector.DetectorStage` does with every
+(BGR, as a camera frame would arrive from OpenCV) and handed to :func:`protoinspect.sdk.preprocess.resize_to_rgb`
+with ``color_order="bgr"``, which is what :class:`~protoinspect.sdk.stages.detector.DetectorStage` does with every
 frame. The detector graph normalises inside itself, so a batch is ``N x H x W x 3`` uint8 RGB, the
 engine's ``image`` input as it is.
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import ConfigError, InputError
-from sdk.preprocess import PreprocessSpec, resize_to_rgb
+from protoinspect.sdk.errors import ConfigError, InputError
+from protoinspect.sdk.preprocess import PreprocessSpec, resize_to_rgb
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 #: Largest calibration batch (TensorRT's samples use 8-32; the batch only changes how often get_batch runs).
@@ -55,7 +55,7 @@ def read_frame(path: str | Path) -> np.ndarray:
     Raises:
         InputError: unreadable, not 8-bit, or a channel count other than 1, 3 or 4 (alpha is dropped).
     """
-    from sdk._imports import require
+    from protoinspect.sdk._imports import require
 
     cv2 = require("cv2")
     data = np.fromfile(str(path), dtype=np.uint8)

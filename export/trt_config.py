@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdk.backends.trt_sidecar import PRECISIONS, version_key
-from sdk.errors import ConfigError, ExportError
+from protoinspect.sdk.backends.trt_sidecar import PRECISIONS, version_key
+from protoinspect.sdk.errors import ConfigError, ExportError
 
 MIN_TRT_MAJOR = 10
 MAX_OPT_LEVEL = 5

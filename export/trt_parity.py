@@ -1,7 +1,7 @@
 """Engine vs ONNX Runtime parity: sample inputs, per-precision tolerances, and the comparison.
 
 The reference is the bundle's float32 ONNX file on ONNX Runtime's CPU provider; the candidate is the
-TensorRT engine. Differences are measured like :mod:`export.onnx_parity`: the allowed
+TensorRT engine. Differences are measured like :mod:`protoinspect.export.onnx_parity`: the allowed
 ``|engine - onnxruntime|`` of an output is ``tol * max(1, max |onnxruntime output|)``, so a trained map
 with a large scale is held to a relative bound.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.preprocess import PreprocessSpec
 
 PARITY_TOLERANCES: dict[str, float] = {"fp32": 1e-3, "fp16": 3e-2, "int8": 1.5e-1}
 #: Batch sizes the parity check runs, to exercise the optimisation profile (clipped to max_batch).
@@ -88,7 +88,7 @@ def detector_frames(spec: PreprocessSpec, calib_paths: Sequence[Path], num_rando
                     rng: np.random.Generator, max_real: int = 4) -> np.ndarray:
     """N x H x W x 3 uint8 RGB: ``num_random`` fresh random frames plus up to ``max_real`` calibration images
     through the runtime's pre-processing."""
-    from export.trt_calibration import model_inputs
+    from protoinspect.export.trt_calibration import model_inputs
 
     h, w = spec.image_size
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(num_random)]

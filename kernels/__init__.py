@@ -2,11 +2,11 @@
 
 Public names resolve lazily, on first use::
 
-    from kernels import prototype_attention, region_guided_attention  # imports triton now
+    from protoinspect.kernels import prototype_attention, region_guided_attention  # imports triton now
 
-``kernels.prototype_attention`` and ``kernels.region_guided_attention`` are always the launcher functions,
-even after their modules were imported: ``from kernels.prototype_attention import ...`` works as usual, but
-``import kernels.prototype_attention as m`` binds the function; use ``importlib.import_module`` for the module.
+``protoinspect.kernels.prototype_attention`` and ``protoinspect.kernels.region_guided_attention`` are always the launcher functions,
+even after their modules were imported: ``from protoinspect.kernels.prototype_attention import ...`` works as usual, but
+``import protoinspect.kernels.prototype_attention as m`` binds the function; use ``importlib.import_module`` for the module.
 Without triton installed, resolving a kernel name raises ``MissingDependencyError``; the error types
 (``KernelDtypeError``, ``KernelBackwardUnsupportedError``) need only torch.
 """
@@ -19,13 +19,13 @@ import types
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "prototype_attention": "kernels.prototype_attention",
-    "prototype_attention_reference": "kernels.prototype_attention",
-    "PrototypeAttentionFunction": "kernels.prototype_attention",
-    "region_guided_attention": "kernels.region_guided_attention",
-    "region_guided_attention_reference": "kernels.region_guided_attention",
-    "KernelDtypeError": "kernels.launch_checks",
-    "KernelBackwardUnsupportedError": "kernels.launch_checks",
+    "prototype_attention": "protoinspect.kernels.prototype_attention",
+    "prototype_attention_reference": "protoinspect.kernels.prototype_attention",
+    "PrototypeAttentionFunction": "protoinspect.kernels.prototype_attention",
+    "region_guided_attention": "protoinspect.kernels.region_guided_attention",
+    "region_guided_attention_reference": "protoinspect.kernels.region_guided_attention",
+    "KernelDtypeError": "protoinspect.kernels.launch_checks",
+    "KernelBackwardUnsupportedError": "protoinspect.kernels.launch_checks",
 }
 
 __all__ = [  # noqa: RUF022 -- grouped by module, as in _EXPORTS
@@ -42,7 +42,7 @@ __all__ = [  # noqa: RUF022 -- grouped by module, as in _EXPORTS
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        msg = f"module 'kernels' has no attribute {name!r}"
+        msg = f"module {__name__!r} has no attribute {name!r}"
         raise AttributeError(msg)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # cache; bypasses the guard below
@@ -54,7 +54,7 @@ def __dir__() -> list[str]:
 
 
 class _KernelsPackage(types.ModuleType):
-    """Keeps the launcher names bound to functions: importing ``kernels.prototype_attention`` (the module)
+    """Keeps the launcher names bound to functions: importing ``protoinspect.kernels.prototype_attention`` (the module)
     would otherwise rebind the package attribute ``prototype_attention`` to the module."""
 
     def __setattr__(self, name: str, value: Any) -> None:

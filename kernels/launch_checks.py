@@ -1,6 +1,6 @@
 """Validation shared by the kernel launchers: device, dtype, shapes, head dim, scale and row ranges.
 
-Imports torch and ``sdk.errors`` only (no triton), so the error types can be caught without the extra.
+Imports torch and ``protoinspect.sdk.errors`` only (no triton), so the error types can be caught without the extra.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from sdk.errors import InputError, ProtoInspectError
+from protoinspect.sdk.errors import InputError, ProtoInspectError
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from kernels.launch_checks import (
+from protoinspect.kernels.launch_checks import (
     LOG2E,
     check_tensors,
     device_guard,
@@ -29,8 +29,8 @@ from kernels.launch_checks import (
     shape_error,
     strides4,
 )
-from kernels.prototype_attention_backward import prototype_attention_bwd
-from kernels.triton_import import (
+from protoinspect.kernels.prototype_attention_backward import prototype_attention_bwd
+from protoinspect.kernels.triton_import import (
     FWD_TILES,
     INTERPRET_CONFIGS,
     gpu_configs,
@@ -39,7 +39,7 @@ from kernels.triton_import import (
     is_interpreted,
     mma,
 )
-from sdk.errors import InputError
+from protoinspect.sdk.errors import InputError
 
 triton, tl = import_triton()
 

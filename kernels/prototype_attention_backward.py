@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.launch_checks import LOG2E, device_guard, dot_options, padded_head_dim, strides4
-from kernels.triton_import import INTERPRET_CONFIGS, gpu_configs, import_triton, interpreter_requested, mma
+from protoinspect.kernels.launch_checks import LOG2E, device_guard, dot_options, padded_head_dim, strides4
+from protoinspect.kernels.triton_import import INTERPRET_CONFIGS, gpu_configs, import_triton, interpreter_requested, mma
 
 triton, tl = import_triton()
 

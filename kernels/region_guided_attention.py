@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.launch_checks import (
+from protoinspect.kernels.launch_checks import (
     LOG2E,
     KernelBackwardUnsupportedError,
     check_tensors,
@@ -29,7 +29,7 @@ from kernels.launch_checks import (
     resolve_scale,
     shape_error,
 )
-from kernels.triton_import import (
+from protoinspect.kernels.triton_import import (
     FWD_TILES,
     INTERPRET_CONFIGS,
     gpu_configs,
@@ -189,7 +189,7 @@ def region_guided_attention(
     row_start, row_stop = resolve_rows(_OP, bias_rows, n)
     if needs_grad(q, k, v, bias):
         msg = (f"{_OP} is forward-only (no backward kernel) and an input requires grad: train with "
-               "kernels.region_guided_attention_reference, or call this under torch.no_grad()")
+               "protoinspect.kernels.region_guided_attention_reference, or call this under torch.no_grad()")
         raise KernelBackwardUnsupportedError(msg)
 
     out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)

@@ -6,7 +6,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from sdk._imports import require
+from protoinspect.sdk._imports import require
 
 
 def import_triton() -> tuple[ModuleType, ModuleType]:

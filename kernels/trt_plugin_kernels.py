@@ -3,7 +3,7 @@
 A TensorRT AOT plugin (``tensorrt.plugin.aot_impl``, TensorRT >= 10.9) launches a precompiled kernel
 with the arguments in a fixed order: the input pointers, then extra int32 scalars, then the output
 pointers. The entry kernels here have exactly that signature and call the very ``@triton.jit`` bodies of
-:mod:`kernels.prototype_attention` and :mod:`kernels.region_guided_attention` (no second copy of the
+:mod:`protoinspect.kernels.prototype_attention` and :mod:`protoinspect.kernels.region_guided_attention` (no second copy of the
 math). TensorRT hands plugins densely packed (LINEAR) tensors, so every stride follows from the shapes;
 the head dim, block sizes, dtype, the logit scale and the bias-row range are compile-time constants
 baked into the PTX (plugin attributes are not serialised on the AOT path).
@@ -24,11 +24,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kernels.launch_checks import LOG2E, padded_head_dim
-from kernels.prototype_attention import _prototype_attention_fwd_kernel
-from kernels.region_guided_attention import _region_guided_attention_fwd_kernel
-from kernels.triton_import import import_triton
-from sdk.errors import ConfigError
+from protoinspect.kernels.launch_checks import LOG2E, padded_head_dim
+from protoinspect.kernels.prototype_attention import _prototype_attention_fwd_kernel
+from protoinspect.kernels.region_guided_attention import _region_guided_attention_fwd_kernel
+from protoinspect.kernels.triton_import import import_triton
+from protoinspect.sdk.errors import ConfigError
 
 triton, tl = import_triton()
 

@@ -9,7 +9,7 @@
 
 Each has a ``@trtp.register`` shape function, a ``@trtp.autotune`` declaring fp32/fp16 LINEAR I/O and
 two tactics (Triton block configurations TensorRT times at build), and a ``@trtp.aot_impl`` that compiles
-the entry kernels of :mod:`kernels.trt_plugin_kernels` to PTX for the build GPU's architecture. TensorRT
+the entry kernels of :mod:`protoinspect.kernels.trt_plugin_kernels` to PTX for the build GPU's architecture. TensorRT
 embeds that PTX in the engine, so the engine runs without Python (trtexec, C++, Triton Inference Server).
 The ONNX file must carry the custom nodes (``export/onnx_custom_ops.py``: op type = plugin name, string
 attribute ``plugin_namespace``, ``aot=1``), and :func:`register_plugins` must run in the process that
@@ -25,9 +25,9 @@ functions' annotations against its own classes at registration time.
 import logging
 from typing import Any, List, Optional, Tuple, Union
 
-from sdk._imports import require
-from sdk.backends.trt_sidecar import version_key
-from sdk.errors import ConfigError, MissingDependencyError
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.backends.trt_sidecar import version_key
+from protoinspect.sdk.errors import ConfigError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def register_plugins(arch: Optional[int] = None) -> int:
 
 def _define(trt: Any, trtp: Any, arch: int) -> None:
     """The register / autotune / aot_impl definitions of both plugins (annotations are trtp's own classes)."""
-    from kernels.trt_plugin_kernels import TACTICS, compile_prototype_attention, compile_region_guided_attention
+    from protoinspect.kernels.trt_plugin_kernels import TACTICS, compile_prototype_attention, compile_region_guided_attention
 
     desc = trtp.TensorDesc
     aot_result = Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]

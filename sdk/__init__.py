@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sdk.config import InspectorConfig
-from sdk.errors import (
+from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import (
     BackendError,
     BundleError,
     ConfigError,
@@ -13,9 +13,9 @@ from sdk.errors import (
     MissingDependencyError,
     ProtoInspectError,
 )
-from sdk.inspector import Inspector
-from sdk.preprocess import PreprocessSpec
-from sdk.result import Defect, InspectionResult, Verdict
+from protoinspect.sdk.inspector import Inspector
+from protoinspect.sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.result import Defect, InspectionResult, Verdict
 
 __version__ = "0.1.0"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from sdk.errors import MissingDependencyError
+from protoinspect.sdk.errors import MissingDependencyError
 
 # module name -> the pip command that provides it
 _INSTALL_HINTS: dict[str, str] = {

@@ -11,7 +11,7 @@ Layout::
         detector.safetensors    # weights (later also *.onnx, prototypes.npy, *.engine(.json), ...)
 
 Writes are crash-safe: every file is fsync-ed and put in place by a rename, ``manifest.json`` last.
-The manifest schema itself (:class:`Manifest`) lives in :mod:`sdk.manifest` and is re-exported here.
+The manifest schema itself (:class:`Manifest`) lives in :mod:`protoinspect.sdk.manifest` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
-from sdk.errors import BundleError
-from sdk.manifest import (
+from protoinspect.sdk.errors import BundleError
+from protoinspect.sdk.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -42,8 +42,8 @@ from sdk.manifest import (
     check_file_name,
     compute_bundle_id,
 )
-from sdk.manifest import REEXPORT_HINT as REEXPORT_HINT  # re-exported: public names of sdk.bundle before the split
-from sdk.manifest import UPGRADE_HINT as UPGRADE_HINT
+from protoinspect.sdk.manifest import REEXPORT_HINT as REEXPORT_HINT  # re-exported: public names of protoinspect.sdk.bundle before the split
+from protoinspect.sdk.manifest import UPGRADE_HINT as UPGRADE_HINT
 
 CHUNK_BYTES = 1 << 20  # 1 MiB
 

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("training.demo:main", "synthesize a line, train a detector and evaluate it (the embedded default)"),
-    "train": ("training.train_detector:main", "train a detector bundle: --data DIR [--data DIR ...] --out BUNDLE"),
-    "evaluate": ("training.evaluate_detector:main", "evaluate a bundle: --data DIR --bundle BUNDLE [--json F]"),
-    "synth": ("training.synthetic:main", "write the synthetic line-camera dataset: --out DIR"),
-    "inspect": ("sdk.inspect_cli:main", "inspect images, a folder, a video or a camera: SOURCE --bundle BUNDLE [--out DIR]"),
-    "discover": ("training.discover:main", "review defect classes on new images, propose new ones, edit into a new bundle"),
-    "export": ("export.onnx_export:main", "export a bundle to ONNX with parity + TensorRT checks: BUNDLE [--opset N] [--no-verify]"),
-    "build-engine": ("export.build_engine:main", "build TensorRT engines into a bundle: BUNDLE --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]"),
+    "demo": ("protoinspect.training.demo:main", "synthesize a line, train a detector and evaluate it (the embedded default)"),
+    "train": ("protoinspect.training.train_detector:main", "train a detector bundle: --data DIR [--data DIR ...] --out BUNDLE"),
+    "evaluate": ("protoinspect.training.evaluate_detector:main", "evaluate a bundle: --data DIR --bundle BUNDLE [--json F]"),
+    "synth": ("protoinspect.training.synthetic:main", "write the synthetic line-camera dataset: --out DIR"),
+    "inspect": ("protoinspect.sdk.inspect_cli:main", "inspect images, a folder, a video or a camera: SOURCE --bundle BUNDLE [--out DIR]"),
+    "discover": ("protoinspect.training.discover:main", "review defect classes on new images, propose new ones, edit into a new bundle"),
+    "export": ("protoinspect.export.onnx_export:main", "export a bundle to ONNX with parity + TensorRT checks: BUNDLE [--opset N] [--no-verify]"),
+    "build-engine": ("protoinspect.export.build_engine:main", "build TensorRT engines into a bundle: BUNDLE --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]"),
 }
 
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0 if args else 2
     if args[0] == "--version":
-        from sdk import __version__
+        from protoinspect.sdk import __version__
 
         print(f"protoinspect {__version__}")
         return 0

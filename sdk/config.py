@@ -1,4 +1,4 @@
-"""Runtime settings of an :class:`~sdk.inspector.Inspector`: one frozen, validated dataclass."""
+"""Runtime settings of an :class:`~protoinspect.sdk.inspector.Inspector`: one frozen, validated dataclass."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from sdk.errors import ConfigError
+from protoinspect.sdk.errors import ConfigError
 
 MaskerName = Literal["none", "otsu", "roi", "sam"]
 BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
@@ -35,7 +35,7 @@ class InspectorConfig:
             ``over_budget=True`` (nothing is skipped because of it). None: no budget.
         masker: object-mask stage: ``"none"`` (the whole frame), ``"otsu"`` (Otsu threshold plus
             morphology), ``"roi"`` (the static rectangle ``roi_xyxy``) or ``"sam"`` (Segment Anything
-            prompted with ``sam_box_xyxy`` and/or ``sam_points``; see :class:`sdk.stages.sam_masker.SamMasker`,
+            prompted with ``sam_box_xyxy`` and/or ``sam_points``; see :class:`protoinspect.sdk.stages.sam_masker.SamMasker`,
             which computes the mask once per frame size: the object must not move, as on a fixture).
         roi_xyxy: (x1, y1, x2, y2) in frame pixels, x2/y2 exclusive; required for ``"roi"`` only.
         sam_checkpoint: path of a local SAM checkpoint file; required for ``"sam"`` (never downloaded).

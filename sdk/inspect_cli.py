@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from sdk.errors import ProtoInspectError
+from protoinspect.sdk.errors import ProtoInspectError
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -61,7 +61,7 @@ class _Run:
     """State of one run: output files, counters and the report."""
 
     def __init__(self, args: argparse.Namespace, inspector: Any) -> None:
-        from sdk.report import HtmlReport
+        from protoinspect.sdk.report import HtmlReport
 
         self.args = args
         self.inspector = inspector
@@ -88,7 +88,7 @@ class _Run:
         self.verdicts.append(result.verdict.value)
         if not (self.args.save_overlays or self.report is not None):
             return
-        from sdk.viz import overlay
+        from protoinspect.sdk.viz import overlay
 
         image = overlay(frame, result, pixel_threshold=self.inspector.pixel_threshold)
         if self.args.save_overlays:
@@ -97,8 +97,8 @@ class _Run:
             self.report.add(frame_id, image, result)
 
     def _save_overlay(self, frame_id: str, image: Any) -> None:
-        from sdk._imports import require
-        from sdk.report import safe_name
+        from protoinspect.sdk._imports import require
+        from protoinspect.sdk.report import safe_name
 
         cv2 = require("cv2")
         name, k = safe_name(frame_id), 1
@@ -120,7 +120,7 @@ class _Run:
 
     def summary(self, report_path: Path | None, elapsed_s: float, interrupted: bool) -> str:
         """The closing summary as text."""
-        from sdk.report import stage_percentiles
+        from protoinspect.sdk.report import stage_percentiles
 
         n = len(self.verdicts)
         lines = [
@@ -147,7 +147,7 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return f"--max-frames must be >= 1, got {args.max_frames}"
     if args.budget_ms is not None and not args.budget_ms > 0:
         return f"--budget-ms must be > 0, got {args.budget_ms}"
-    from sdk.sources import is_camera
+    from protoinspect.sdk.sources import is_camera
 
     if not is_camera(args.source) and not Path(args.source).exists():
         return f"source {args.source!r} does not exist (give an image, a folder, a video or a camera index)"
@@ -171,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         return _error(problem)
 
-    from sdk.config import InspectorConfig
-    from sdk.inspector import Inspector
-    from sdk.sources import count_frames, iter_frames
+    from protoinspect.sdk.config import InspectorConfig
+    from protoinspect.sdk.inspector import Inspector
+    from protoinspect.sdk.sources import count_frames, iter_frames
 
     try:
         config = InspectorConfig(color_order=args.color_order, latency_budget_ms=args.budget_ms)

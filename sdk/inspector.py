@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from sdk.backends.base import DETECTOR_FEATURES, Backend
-from sdk.backends.registry import create_backend, resolve_backend_name
-from sdk.bundle import Bundle, load_bundle
-from sdk.config import InspectorConfig
-from sdk.errors import BackendError, BundleError, ConfigError
-from sdk.preprocess import validate_frame
-from sdk.result import InspectionResult, Verdict
-from sdk.stages.classification import ClassificationInput, DefectClassifier, OutlierRejector, apply_classes
-from sdk.stages.detector import DetectorStage
-from sdk.stages.discovery import DiscoveryClassifier, VmfRejector, has_classifier
-from sdk.stages.masker import Masker, build_masker
-from sdk.stages.regions import extract_defects
+from protoinspect.sdk.backends.base import DETECTOR_FEATURES, Backend
+from protoinspect.sdk.backends.registry import create_backend, resolve_backend_name
+from protoinspect.sdk.bundle import Bundle, load_bundle
+from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import BackendError, BundleError, ConfigError
+from protoinspect.sdk.preprocess import validate_frame
+from protoinspect.sdk.result import InspectionResult, Verdict
+from protoinspect.sdk.stages.classification import ClassificationInput, DefectClassifier, OutlierRejector, apply_classes
+from protoinspect.sdk.stages.detector import DetectorStage
+from protoinspect.sdk.stages.discovery import DiscoveryClassifier, VmfRejector, has_classifier
+from protoinspect.sdk.stages.masker import Masker, build_masker
+from protoinspect.sdk.stages.regions import extract_defects
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class Inspector:
 
     def describe(self) -> dict[str, Any]:
         """Versions, backend (as resolved), bundle id, thresholds and config, JSON-safe."""
-        import sdk
+        import protoinspect.sdk
 
         try:
             import cv2
@@ -261,7 +261,7 @@ class Inspector:
             cv2_version = None
         manifest = self.bundle.manifest
         return {
-            "versions": {"protoinspect": sdk.__version__, "python": platform.python_version(),
+            "versions": {"protoinspect": protoinspect.sdk.__version__, "python": platform.python_version(),
                          "numpy": np.__version__, "opencv": cv2_version},
             "backend": {"name": self.backend.name, "requested": self.config.backend,
                         **({} if self._closed else self.backend.describe())},

@@ -1,7 +1,7 @@
 """The bundle manifest (``manifest.json``): its schema, validation and JSON conversion.
 
 :class:`Manifest` is the validated, typed view of a bundle's ``manifest.json``; reading and writing
-bundle directories lives in :mod:`sdk.bundle`. Only the standard library and numpy are used here.
+bundle directories lives in :mod:`protoinspect.sdk.bundle`. Only the standard library and numpy are used here.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import BundleError
-from sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.errors import BundleError
+from protoinspect.sdk.preprocess import PreprocessSpec
 
 FORMAT = "protoinspect-bundle"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-RECREATE_HINT = "re-create the bundle with `python -m training.train_detector ...`"
+RECREATE_HINT = "re-create the bundle with `python -m protoinspect.training.train_detector ...`"
 UPGRADE_HINT = "upgrade protoinspect (pip install -U protoinspect) to read it"
 REEXPORT_HINT = (
-    "re-export it with `protoinspect export` (or re-train with `python -m training.train_detector ...`)"
+    "re-export it with `protoinspect export` (or re-train with `python -m protoinspect.training.train_detector ...`)"
 )
 
 # Keys of manifest.json, in the order of the schema.

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sdk.errors import InputError
+from protoinspect.sdk.errors import InputError
 
 ColorOrder = Literal["rgb", "bgr"]
 
@@ -110,7 +110,7 @@ def validate_frame(frame: Any) -> np.ndarray:
 
 
 def _cv2() -> Any:
-    from sdk._imports import require
+    from protoinspect.sdk._imports import require
 
     return require("cv2")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.result import InspectionResult, Verdict
+from protoinspect.sdk.result import InspectionResult, Verdict
 
 STAGES = ("mask", "detect", "regions", "classify", "total")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -126,14 +126,14 @@ class HtmlReport:
 
         Args:
             frame_id: the frame's id (escaped in the page).
-            image_bgr: the picture to show, usually :func:`sdk.viz.overlay` of the frame.
+            image_bgr: the picture to show, usually :func:`protoinspect.sdk.viz.overlay` of the frame.
             result: the frame's result.
 
         Returns:
             Path of the thumbnail written.
         """
-        from sdk._imports import require
-        from sdk.viz import thumbnail
+        from protoinspect.sdk._imports import require
+        from protoinspect.sdk.viz import thumbnail
 
         cv2 = require("cv2")
         index = len(self._rows)

@@ -2,7 +2,7 @@
 
 Every source yields ``(frame id, frame)`` pairs; frames are HxWx3 uint8 BGR as OpenCV reads them.
 Nothing is skipped silently: an unreadable image or a source that cannot be opened raises
-:class:`~sdk.errors.InputError` naming it.
+:class:`~protoinspect.sdk.errors.InputError` naming it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import InputError
+from protoinspect.sdk.errors import InputError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
 def _cv2() -> Any:
-    from sdk._imports import require
+    from protoinspect.sdk._imports import require
 
     return require("cv2")
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import InputError
-from sdk.preprocess import validate_frame
-from sdk.result import InspectionResult, Verdict
+from protoinspect.sdk.errors import InputError
+from protoinspect.sdk.preprocess import validate_frame
+from protoinspect.sdk.result import InspectionResult, Verdict
 
 # BGR colours of the verdict text and boxes
 VERDICT_COLORS: dict[Verdict, tuple[int, int, int]] = {
@@ -20,7 +20,7 @@ VERDICT_COLORS: dict[Verdict, tuple[int, int, int]] = {
 
 
 def _cv2() -> Any:
-    from sdk._imports import require
+    from protoinspect.sdk._imports import require
 
     return require("cv2")
 

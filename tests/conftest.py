@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# `python -m pytest` puts the working directory first on sys.path. The repository root's folders
+# (kernels/, sdk/, export/, training/) install as protoinspect.*; left importable as top-level names,
+# ./kernels would shadow Hugging Face's `kernels` distribution that transformers imports. The tests see
+# only the installed package, exactly as a user does.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
 
-MTD_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+MTD_ROOT = REPO_ROOT.parent / "shared" / "data" / "mtd"
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +43,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def tiny_products(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two synthetic products (a texture and an object on a belt) at 64 px, MVTec layout."""
-    from training.synthetic import generate_dataset
+    from protoinspect.training.synthetic import generate_dataset
 
     out = tmp_path_factory.mktemp("synthetic")
     return generate_dataset(out, products=("tile", "washer"), image_size=64, num_train=10, num_test_good=4,

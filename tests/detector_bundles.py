@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sdk.bundle import write_bundle
-from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
-from sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.bundle import write_bundle
+from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
+from protoinspect.sdk.preprocess import PreprocessSpec
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 
@@ -42,7 +42,7 @@ def make_detector_bundle(out: Path, rng: np.random.Generator, spec: PreprocessSp
 def make_exported_bundle(out: Path, rng: np.random.Generator, spec: PreprocessSpec | None = None,
                          **config: object) -> Path:
     """:func:`make_detector_bundle` plus ``detector.onnx`` (export without the parity run; one torch thread)."""
-    from export.onnx_export import export_detector_onnx
+    from protoinspect.export.onnx_export import export_detector_onnx
 
     make_detector_bundle(out, rng, spec, **config)
     torch.set_num_threads(1)

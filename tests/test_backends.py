@@ -1,12 +1,10 @@
-"""Tests of sdk.backends: onnxruntime/torch parity on uint8 frames, input checks, resolution, errors."""
+"""Tests of protoinspect.sdk.backends: onnxruntime/torch parity on uint8 frames, input checks, resolution, errors."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,9 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from detector_bundles import make_detector_bundle  # noqa: E402
+from import_probe import RUNTIME_FORBIDDEN, loaded_after  # noqa: E402
 
-from sdk.backends import (  # noqa: E402
+from protoinspect.sdk.backends import (  # noqa: E402
     BACKENDS,
     DETECTOR_OUTPUTS,
     Backend,
@@ -29,14 +28,14 @@ from sdk.backends import (  # noqa: E402
     registry,  # noqa: E402
     resolve_backend_name,
 )
-from sdk.bundle import add_files, load_bundle  # noqa: E402
-from sdk.errors import BackendError, BundleError, ConfigError, InputError, MissingDependencyError  # noqa: E402
-from sdk.preprocess import PreprocessSpec, normalize, normalize_batch  # noqa: E402
+from protoinspect.sdk.bundle import add_files, load_bundle  # noqa: E402
+from protoinspect.sdk.errors import BackendError, BundleError, ConfigError, InputError, MissingDependencyError  # noqa: E402
+from protoinspect.sdk.preprocess import PreprocessSpec, normalize, normalize_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SIZE = (64, 64)
-# Same bound as export.onnx_export.MAP_ATOL / SCORE_ATOL: |ort - torch| <= 1e-4 x max(1, max |map|).
+# Same bound as protoinspect.export.onnx_export.MAP_ATOL / SCORE_ATOL: |ort - torch| <= 1e-4 x max(1, max |map|).
 REL_ATOL = 1e-4
 SPEC = PreprocessSpec(image_size=SIZE, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
 
@@ -55,7 +54,7 @@ def plain_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def exported_bundle(plain_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same bundle with detector.onnx (tests must not modify it)."""
-    from export.onnx_export import export_detector_onnx
+    from protoinspect.export.onnx_export import export_detector_onnx
 
     out = tmp_path_factory.mktemp("exported") / "bundle"
     shutil.copytree(plain_bundle, out)
@@ -110,7 +109,7 @@ def test_torch_backend_equals_net_on_sdk_normalize(torch_backend: TorchBackend, 
     (np.stack of normalize() outputs keeps their HWC memory order; torch's convolutions then round
     differently at the 1e-7 level, so the stacked input is made C-contiguous like the backend's.)
     """
-    from sdk.models.loading import load_detector_net
+    from protoinspect.sdk.models.loading import load_detector_net
 
     net = load_detector_net(exported_bundle)
     frames = _frames(rng, 2)
@@ -370,19 +369,14 @@ def test_run_after_close(cls: type, exported_bundle: Path, rng: np.random.Genera
 
 
 def test_importing_backends_pulls_in_no_runtime() -> None:
-    probe = (
-        "import sys, sdk.backends\n"
-        "from sdk.backends import create_backend, resolve_backend_name, Backend\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime', 'export', 'training')))"
-    )
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    code = ("import protoinspect.sdk.backends\n"
+            "from protoinspect.sdk.backends import create_backend, resolve_backend_name, Backend")
+    assert loaded_after(code, RUNTIME_FORBIDDEN) == []
 
 
 def test_cuda_only_torch_options_need_cuda(exported_bundle: Path) -> None:
     bundle = exported_bundle
-    from sdk.backends.torch_backend import TorchBackend
+    from protoinspect.sdk.backends.torch_backend import TorchBackend
 
     for option in ({"cuda_graph": True}, {"half": True}):
         with pytest.raises(ConfigError, match="need a CUDA device"):
@@ -396,7 +390,7 @@ def test_cuda_only_torch_options_need_cuda(exported_bundle: Path) -> None:
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_replay_matches_eager(exported_bundle: Path, rng: np.random.Generator) -> None:
     bundle = exported_bundle
-    from sdk.backends.torch_backend import TorchBackend
+    from protoinspect.sdk.backends.torch_backend import TorchBackend
 
     eager = TorchBackend(bundle, device="cuda")
     graphed = TorchBackend(bundle, device="cuda", cuda_graph=True)

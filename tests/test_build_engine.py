@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 from detector_bundles import make_exported_bundle
 
-from export.build_engine import build_engine, main
-from export.trt_calibration import (
+from protoinspect.export.build_engine import build_engine, main
+from protoinspect.export.trt_calibration import (
     calibration_batches,
     calibration_images,
     make_entropy_calibrator,
     model_inputs,
     read_frame,
 )
-from export.trt_config import BuildOptions, EngineBuildError, fast_precisions, onnx_facts, plan_build, profile_shapes
-from export.trt_parity import PARITY_TOLERANCES, batch_slices, compare_outputs
-from sdk.bundle import load_bundle
-from sdk.errors import ConfigError, InputError, MissingDependencyError
-from sdk.preprocess import PreprocessSpec, resize_to_rgb
+from protoinspect.export.trt_config import BuildOptions, EngineBuildError, fast_precisions, onnx_facts, plan_build, profile_shapes
+from protoinspect.export.trt_parity import PARITY_TOLERANCES, batch_slices, compare_outputs
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.errors import ConfigError, InputError, MissingDependencyError
+from protoinspect.sdk.preprocess import PreprocessSpec, resize_to_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_GPU = "needs TensorRT and a CUDA GPU"
@@ -214,7 +214,7 @@ def test_fp16_conversion_keeps_io_types_and_matches_fp32(exported: Path, rng: np
     import onnx
     import onnxruntime as ort
 
-    from export.onnx_fp16 import convert_to_fp16
+    from protoinspect.export.onnx_fp16 import convert_to_fp16
 
     model = onnx.load(str(exported / "detector.onnx"))
     half = convert_to_fp16(model)
@@ -239,7 +239,7 @@ def test_fp16_conversion_refuses_values_beyond_fp16(exported: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from export.onnx_fp16 import convert_to_fp16
+    from protoinspect.export.onnx_fp16 import convert_to_fp16
 
     model = onnx.load(str(exported / "detector.onnx"))
     init = next(i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and i.dims)
@@ -357,7 +357,7 @@ def test_cli_exit_codes(bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert "detector.fp16.sm87.engine: TensorRT 10.3.0" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("form", [["export/build_engine.py"], ["-m", "export.build_engine"]])
+@pytest.mark.parametrize("form", [["export/build_engine.py"], ["-m", "protoinspect.export.build_engine"]])
 def test_cli_runs_as_script_and_module(form: list[str]) -> None:
     proc = subprocess.run([sys.executable, *form, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""Tests of sdk.bundle: writing, loading, verification and crash-safety of model bundles."""
+"""Tests of protoinspect.sdk.bundle: writing, loading, verification and crash-safety of model bundles."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdk import bundle as bundle_mod
-from sdk.bundle import (
+from protoinspect.sdk import bundle as bundle_mod
+from protoinspect.sdk.bundle import (
     FORMAT_VERSION,
     Bundle,
     Manifest,
@@ -24,8 +24,8 @@ from sdk.bundle import (
     sha256_file,
     write_bundle,
 )
-from sdk.errors import BundleError
-from sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.errors import BundleError
+from protoinspect.sdk.preprocess import PreprocessSpec
 
 WEIGHTS = bytes(range(256)) * 40  # 10 KiB of deterministic "weights"
 SPEC = PreprocessSpec(image_size=(224, 320), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), color_order="bgr")
@@ -34,7 +34,7 @@ SPEC = PreprocessSpec(image_size=(224, 320), mean=(0.5, 0.4, 0.3), std=(0.2, 0.2
 def _fields(**overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "created_utc": "2025-01-02T03:04:05Z",
-        "producer": {"protoinspect_version": "0.1.0", "command": "python -m training.train_detector --cat bottle"},
+        "producer": {"protoinspect_version": "0.1.0", "command": "python -m protoinspect.training.train_detector --cat bottle"},
         "preprocess": SPEC,
         "model": {"architecture": "patchcore", "config": {"backbone": "wide_resnet50_2", "layers": [2, 3]}},
         "thresholds": {"image": np.float32(0.5), "pixel": 0.25, "calibration": {"method": "f1-max", "n_images": 20}},
@@ -127,7 +127,7 @@ def test_sha256_file_streams(tmp_path: Path) -> None:
 
 
 def test_no_torch_import() -> None:
-    code = "import sys, sdk.bundle; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, protoinspect.sdk.bundle; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
@@ -141,7 +141,7 @@ def test_truncated_file(bundle_dir: Path) -> None:
         with pytest.raises(BundleError, match=r"detector\.safetensors.*truncated") as ei:
             load_bundle(bundle_dir, verify=verify)
         assert "restore the file" in str(ei.value)
-        assert "python -m training.train_detector" in str(ei.value)
+        assert "python -m protoinspect.training.train_detector" in str(ei.value)
 
 
 def test_tampered_file_same_size(bundle_dir: Path) -> None:

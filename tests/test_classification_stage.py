@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from detector_bundles import make_exported_bundle
-from sdk import Inspector, InspectorConfig, Verdict
-from sdk.backends.registry import create_backend
-from sdk.bundle import load_bundle
-from sdk.errors import ConfigError
-from sdk.preprocess import PreprocessSpec
-from sdk.stages.classification import ClassificationInput, ClassificationOutput, RegionClass, apply_classes
+from protoinspect.sdk import Inspector, InspectorConfig, Verdict
+from protoinspect.sdk.backends.registry import create_backend
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.stages.classification import ClassificationInput, ClassificationOutput, RegionClass, apply_classes
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SPEC = PreprocessSpec(image_size=(64, 64), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from sdk.errors import ConfigError, InputError
-from sdk.stages.crops import (
+from protoinspect.sdk.errors import ConfigError, InputError
+from protoinspect.sdk.stages.crops import (
     CropBox,
     CropSettings,
     anomaly_crop_boxes,
@@ -179,7 +179,7 @@ def test_settings_round_trip_and_validation() -> None:
 
 
 def test_mebin_mask_to_crops_end_to_end() -> None:
-    from sdk.stages.mebin import mebin
+    from protoinspect.sdk.stages.mebin import mebin
 
     yy, xx = np.mgrid[:128, :128]
     centres = [(30, 30), (90, 100)]

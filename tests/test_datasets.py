@@ -1,4 +1,4 @@
-"""Tests of training.datasets: listing of MVTec-style and MTD folders, file checks and error messages."""
+"""Tests of protoinspect.training.datasets: listing of MVTec-style and MTD folders, file checks and error messages."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sdk.errors import ConfigError, DatasetError
-from training.datasets import (
+from protoinspect.sdk.errors import ConfigError, DatasetError
+from protoinspect.training.datasets import (
     Dataset,
     Sample,
     detect_format,
@@ -23,7 +23,7 @@ from training.datasets import (
     summarize,
     validate_dataset,
 )
-from training.image_io import image_mode
+from protoinspect.training.image_io import image_mode
 
 MTD_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtd"
 

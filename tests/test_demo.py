@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.demo import main
+from protoinspect.training.demo import main
 
 SMALL = ["encoder_crop=32", "encoder_steps=4", "encoder_batch=4", "decoder_steps=4", "decoder_batch=2",
          "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16", "detector.embed_dim=32",

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from sdk import Inspector, InspectorConfig, Verdict
-from sdk.bundle import load_bundle
-from sdk.errors import BundleError, ConfigError
-from training.config import load_train_config
-from training.train_detector import train_detector
+from protoinspect.sdk import Inspector, InspectorConfig, Verdict
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.errors import BundleError, ConfigError
+from protoinspect.training.config import load_train_config
+from protoinspect.training.train_detector import train_detector
 
 TINY_DETECTOR = [
     "image_size=64", "encoder_crop=32", "encoder_steps=4", "encoder_batch=4", "decoder_steps=4",
@@ -26,7 +26,7 @@ TINY_DISCOVERY = ["contrastive_steps=6", "prototype_steps=6", "batch=8", "grid=4
 
 @pytest.fixture(scope="module")
 def tile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.synthetic import generate_dataset
+    from protoinspect.training.synthetic import generate_dataset
 
     out = tmp_path_factory.mktemp("disc-data")
     return generate_dataset(out, products=("tile",), image_size=64, num_train=10, num_test_good=2,
@@ -35,9 +35,9 @@ def tile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def discovery_bundle(tile: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from export.onnx_export import export_detector_onnx
-    from training.discovery_config import discovery_config
-    from training.train_discovery import train_discovery
+    from protoinspect.export.onnx_export import export_detector_onnx
+    from protoinspect.training.discovery_config import discovery_config
+    from protoinspect.training.train_discovery import train_discovery
 
     root = tmp_path_factory.mktemp("disc-bundles")
     det = train_detector([tile], root / "det", load_train_config(overrides=TINY_DETECTOR), progress=False)
@@ -63,7 +63,7 @@ def test_discovery_bundle_keeps_the_detector_and_adds_classes(discovery_bundle: 
 
 
 def test_evaluate_discovery_writes_the_metrics(discovery_bundle: tuple[Path, Path], tile: Path, tmp_path: Path) -> None:
-    from training.evaluate_discovery import main
+    from protoinspect.training.evaluate_discovery import main
 
     out = tmp_path / "ncd.json"
     assert main(["--data", str(tile), "--bundle", str(discovery_bundle[1]), "--json", str(out), "--quiet"]) == 0
@@ -78,7 +78,7 @@ def test_evaluate_discovery_writes_the_metrics(discovery_bundle: tuple[Path, Pat
 
 
 def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path], tile: Path) -> None:
-    from export.classifier_export import export_classifier_onnx
+    from protoinspect.export.classifier_export import export_classifier_onnx
 
     _, disc = discovery_bundle
     export_classifier_onnx(disc)  # idempotent: replaces classifier.onnx
@@ -94,7 +94,7 @@ def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path]
         assert r_ort.image_class_name in names and r_ort.image_class_name == r_torch.image_class_name
         assert r_ort.defects and all(d.class_name in names and d.class_score is not None for d in r_ort.defects)
         assert r_ort.timings_ms["classify"] > 0
-    from sdk.report import HtmlReport
+    from protoinspect.sdk.report import HtmlReport
 
     report = HtmlReport(tile.parent / "report-with-classes")
     report.add("f0", frames[0], results["onnxruntime"][0])
@@ -106,8 +106,8 @@ def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path]
 
 
 def test_rejection_follows_the_calibrated_threshold(discovery_bundle: tuple[Path, Path], tile: Path) -> None:
-    from sdk.stages.classification import ClassificationOutput, RegionClass
-    from sdk.stages.discovery import VmfRejector
+    from protoinspect.sdk.stages.classification import ClassificationOutput, RegionClass
+    from protoinspect.sdk.stages.discovery import VmfRejector
 
     threshold = load_bundle(discovery_bundle[1]).manifest.extra["discovery"]["settings"]["reject_threshold"]
     rej = VmfRejector(threshold)
@@ -116,8 +116,8 @@ def test_rejection_follows_the_calibrated_threshold(discovery_bundle: tuple[Path
 
 
 def test_bad_discovery_arguments(discovery_bundle: tuple[Path, Path], tile: Path, tmp_path: Path) -> None:
-    from sdk.models.loading import load_classifier_net
-    from training.train_discovery import main, train_discovery
+    from protoinspect.sdk.models.loading import load_classifier_net
+    from protoinspect.training.train_discovery import main, train_discovery
 
     with pytest.raises(ConfigError, match="distinct defect types"):
         train_discovery(tile, discovery_bundle[0], tmp_path / "x", known=["no-such-type"], progress=False)
@@ -128,7 +128,7 @@ def test_bad_discovery_arguments(discovery_bundle: tuple[Path, Path], tile: Path
 
 
 def test_apply_edits_accepts_renames_merges_and_drops() -> None:
-    from training.discover import apply_edits
+    from protoinspect.training.discover import apply_edits
 
     protos = np.eye(4, 6, dtype=np.float32)
     classes = [{"id": i, "name": n, "known": i == 0, "discovered": i > 0} for i, n in enumerate("abcd")]
@@ -150,7 +150,7 @@ def test_apply_edits_accepts_renames_merges_and_drops() -> None:
 
 def test_discover_cli_reviews_and_writes_a_new_bundle(discovery_bundle: tuple[Path, Path], tile: Path,
                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.discover import main
+    from protoinspect.training.discover import main
 
     disc = discovery_bundle[1]
     before = (disc / "manifest.json").read_text()
@@ -168,10 +168,10 @@ def test_discover_cli_reviews_and_writes_a_new_bundle(discovery_bundle: tuple[Pa
 
 
 def test_discovery_with_a_user_vit_token_source(discovery_bundle: tuple[Path, Path], tile: Path, tmp_path: Path) -> None:
-    from sdk.models.vit_tokens import ViTTokens
-    from training.discovery_config import discovery_config
-    from training.evaluate_discovery import evaluate_discovery
-    from training.train_discovery import train_discovery
+    from protoinspect.sdk.models.vit_tokens import ViTTokens
+    from protoinspect.training.discovery_config import discovery_config
+    from protoinspect.training.evaluate_discovery import evaluate_discovery
+    from protoinspect.training.train_discovery import train_discovery
 
     vit = ViTTokens(patch=8, dim=24, depth=1, hidden=48, num_pos=1 + 16)
     torch = pytest.importorskip("torch")

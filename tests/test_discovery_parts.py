@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from sdk.errors import ConfigError, InputError
-from sdk.models.defect_classifier import (
+from protoinspect.sdk.errors import ConfigError, InputError
+from protoinspect.sdk.models.defect_classifier import (
     ClassifierConfig,
     DefectClassifierNet,
     guided_attention_reference,
     region_guidance_bias,
 )
-from sdk.stages.crops import CropBox
-from sdk.stages.discovery_crops import DiscoverySettings, build_crops, crop_regions, crop_tokens
-from sdk.stages.discovery_merge import merge_crops, softmax
-from training.discovery_losses import info_nce, sinkhorn, supcon
-from training.kmeans import estimate_num_classes, silhouette_cosine, spherical_kmeans
+from protoinspect.sdk.stages.crops import CropBox
+from protoinspect.sdk.stages.discovery_crops import DiscoverySettings, build_crops, crop_regions, crop_tokens
+from protoinspect.sdk.stages.discovery_merge import merge_crops, softmax
+from protoinspect.training.discovery_losses import info_nce, sinkhorn, supcon
+from protoinspect.training.kmeans import estimate_num_classes, silhouette_cosine, spherical_kmeans
 
 
 def _net(**kw: object) -> DefectClassifierNet:

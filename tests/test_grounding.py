@@ -1,4 +1,4 @@
-"""Tests of sdk.stages.grounding.prompt_to_box with a tiny randomly initialised Grounding DINO.
+"""Tests of protoinspect.sdk.stages.grounding.prompt_to_box with a tiny randomly initialised Grounding DINO.
 
 The model, a 10-word BERT WordPiece tokenizer and the image processor are built offline and saved to a
 temporary folder, then loaded back through the local-directory route (``local_files_only=True``).
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdk.errors import ConfigError
+from protoinspect.sdk.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None
@@ -52,7 +52,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(model_dir: Path) -> tuple[Any, Any]:
-    from sdk.stages.grounding import load_grounding_model
+    from protoinspect.sdk.stages.grounding import load_grounding_model
 
     return load_grounding_model(str(model_dir))
 
@@ -66,7 +66,7 @@ def _frame() -> np.ndarray:
 def test_box_from_local_dir_matches_transformers_post_processing(model_dir: Path, loaded: tuple[Any, Any]) -> None:
     import torch
 
-    from sdk.stages.grounding import prompt_to_box
+    from protoinspect.sdk.stages.grounding import prompt_to_box
 
     frame = _frame()
     box = prompt_to_box(frame, PROMPT, model_dir=str(model_dir), box_threshold=0.0)
@@ -86,7 +86,7 @@ def test_box_from_local_dir_matches_transformers_post_processing(model_dir: Path
 
 
 def test_gray_frame_and_errors(model_dir: Path, loaded: tuple[Any, Any]) -> None:
-    from sdk.stages.grounding import prompt_to_box
+    from protoinspect.sdk.stages.grounding import prompt_to_box
 
     gray = np.ascontiguousarray(_frame()[:, :, 1])
     x1, y1, x2, y2 = prompt_to_box(gray, PROMPT, model=loaded, box_threshold=0.0)

@@ -14,12 +14,12 @@ cv2 = pytest.importorskip("cv2")
 
 from detector_bundles import make_exported_bundle
 
-from sdk.errors import InputError
-from sdk.inspect_cli import main
-from sdk.preprocess import PreprocessSpec
-from sdk.result import InspectionResult, Verdict
-from sdk.sources import count_frames, iter_frames
-from sdk.viz import overlay
+from protoinspect.sdk.errors import InputError
+from protoinspect.sdk.inspect_cli import main
+from protoinspect.sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.result import InspectionResult, Verdict
+from protoinspect.sdk.sources import count_frames, iter_frames
+from protoinspect.sdk.viz import overlay
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SPEC = PreprocessSpec(image_size=(64, 64))
@@ -130,7 +130,7 @@ def test_max_frames(bundle: Path, folder: Path, tmp_path: Path) -> None:
 
 def test_keyboard_interrupt_keeps_results(bundle: Path, folder: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import sdk.inspect_cli as cli
+    import protoinspect.sdk.inspect_cli as cli
 
     real = cli._Run.process
     calls = []
@@ -162,7 +162,7 @@ def test_iter_frames_folder_and_errors(folder: Path, tmp_path: Path) -> None:
 def _result(h: int, w: int) -> InspectionResult:
     from types import MappingProxyType
 
-    from sdk.result import Defect
+    from protoinspect.sdk.result import Defect
 
     amap = np.linspace(0, 1, h * w, dtype=np.float32).reshape(h, w)
     defect = Defect(None, None, False, 1.0, (w // 2, h // 2, w, h), (h // 2) * (w // 2))

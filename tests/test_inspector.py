@@ -1,12 +1,10 @@
-"""Tests of sdk.Inspector: decisions, maps at frame resolution, input checks, threads, maskers, lifecycle."""
+"""Tests of protoinspect.sdk.Inspector: decisions, maps at frame resolution, input checks, threads, maskers, lifecycle."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +16,12 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from detector_bundles import make_exported_bundle
+from import_probe import RUNTIME_FORBIDDEN, loaded_after
 
-from sdk import Defect, InspectionResult, Inspector, InspectorConfig, Verdict
-from sdk.errors import BackendError, ConfigError, InputError
-from sdk.preprocess import PreprocessSpec
-from sdk.stages.masker import NoMasker, OtsuMasker, RoiMasker
+from protoinspect.sdk import Defect, InspectionResult, Inspector, InspectorConfig, Verdict
+from protoinspect.sdk.errors import BackendError, ConfigError, InputError
+from protoinspect.sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.stages.masker import NoMasker, OtsuMasker, RoiMasker
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
@@ -68,7 +67,7 @@ def _same(a: InspectionResult, b: InspectionResult) -> None:
 @pytest.mark.parametrize(("requested", "chosen"), [("auto", "onnxruntime"), ("onnxruntime", "onnxruntime"), ("torch", "torch")])
 def test_from_bundle_backends(bundle: Path, requested: str, chosen: str, caplog: pytest.LogCaptureFixture,
                               rng: np.random.Generator) -> None:
-    with caplog.at_level(logging.INFO, logger="sdk.inspector"), _make(bundle, requested) as insp:
+    with caplog.at_level(logging.INFO, logger="protoinspect.sdk.inspector"), _make(bundle, requested) as insp:
         info = insp.describe()
         assert info["backend"]["name"] == chosen and info["backend"]["requested"] == requested
         assert info["bundle_id"] == insp.bundle.manifest.bundle_id
@@ -98,10 +97,7 @@ def test_config_validation(kwargs: dict[str, object]) -> None:
 
 
 def test_importing_sdk_loads_no_runtime() -> None:
-    probe = "import sys, sdk\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime', 'export', 'training')))"
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert loaded_after("import protoinspect.sdk", RUNTIME_FORBIDDEN) == []
 
 
 # ----------------------------------------------------------------------------- decisions
@@ -200,7 +196,7 @@ def test_huge_frame(bundle: Path) -> None:
 
 
 def test_regions_of_huge_maps_are_found_at_working_size() -> None:
-    from sdk.stages.regions import extract_defects
+    from protoinspect.sdk.stages.regions import extract_defects
 
     amap = np.zeros((3000, 4000), np.float32)
     amap[1000:1600, 2000:2900] = 1.0
@@ -373,7 +369,7 @@ def test_warmup_and_context_manager_close(bundle: Path, rng: np.random.Generator
 
 
 def test_tensorrt_backend_is_explicit_and_says_what_to_install(bundle: Path) -> None:
-    from sdk.errors import MissingDependencyError
+    from protoinspect.sdk.errors import MissingDependencyError
 
     try:
         import tensorrt  # noqa: F401

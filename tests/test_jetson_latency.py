@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from detector_bundles import make_exported_bundle
 
-from sdk import device_info
+from protoinspect.sdk import device_info
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

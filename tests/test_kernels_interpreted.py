@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from import_probe import loaded_after
+
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install 'protoinspect[triton]')")
@@ -39,16 +41,13 @@ def test_kernel_tests_pass_under_the_interpreter() -> None:
 
 
 def test_importing_kernels_imports_neither_triton_nor_torch() -> None:
-    proc = _python("import sys, kernels\n"
-                   "print(sorted(m for m in sys.modules if m.split('.')[0] in ('triton', 'torch')))")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert loaded_after("import protoinspect.kernels", ("triton", "torch")) == []
 
 
 def test_missing_triton_names_the_extra() -> None:
     proc = _python("import sys\nsys.modules['triton'] = None  # as if not installed\n"
-                   "from sdk.errors import MissingDependencyError\n"
-                   "try:\n    from kernels import prototype_attention\n"
+                   "from protoinspect.sdk.errors import MissingDependencyError\n"
+                   "try:\n    from protoinspect.kernels import prototype_attention\n"
                    "except MissingDependencyError as exc:\n    print('raised:', exc)\n")
     assert proc.returncode == 0, proc.stderr
     assert "raised:" in proc.stdout and "protoinspect[triton]" in proc.stdout
@@ -57,9 +56,9 @@ def test_missing_triton_names_the_extra() -> None:
 @needs_triton
 def test_cpu_launch_without_interpreter_says_what_to_do() -> None:
     """Without TRITON_INTERPRET the kernels reject CPU tensors with a clear message (not '0 active drivers')."""
-    code = ("import torch, kernels\nfrom kernels import prototype_attention, region_guided_attention\n"
-            "import kernels.region_guided_attention\n"
-            "assert kernels.region_guided_attention is region_guided_attention  # not rebound to the module\n"
+    code = ("import torch\nfrom protoinspect.kernels import prototype_attention, region_guided_attention\n"
+            "import protoinspect.kernels.region_guided_attention\n"
+            "assert protoinspect.kernels.region_guided_attention is region_guided_attention  # not rebound to the module\n"
             "x = torch.randn(1, 1, 4, 16)\n"
             "for call in (lambda: prototype_attention(x, x[0], x[0]),\n"
             "             lambda: region_guided_attention(x, x, x, torch.zeros(1, 1, 4))):\n"

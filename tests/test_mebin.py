@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sdk.errors import ConfigError, InputError
-from sdk.stages.mebin import MEBinSettings, _select_interval, mebin, mebin_range, normalize_map
+from protoinspect.sdk.errors import ConfigError, InputError
+from protoinspect.sdk.stages.mebin import MEBinSettings, _select_interval, mebin, mebin_range, normalize_map
 
 
 def _seeded() -> tuple[int, np.random.Generator]:

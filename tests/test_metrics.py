@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from training.metrics import (
+from protoinspect.training.metrics import (
     aupro,
     auroc,
     average_precision,

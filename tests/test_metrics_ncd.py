@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from training.metrics_ncd import ari, cluster_accuracy, ncd_metrics, nmi
+from protoinspect.training.metrics_ncd import ari, cluster_accuracy, ncd_metrics, nmi
 
 
 def _seeded() -> tuple[int, np.random.Generator]:
@@ -107,7 +107,7 @@ def test_string_labels() -> None:
 
 @pytest.mark.parametrize("fn", [nmi, ari, cluster_accuracy, ncd_metrics])
 def test_invalid_inputs_raise_value_errors(fn) -> None:
-    from sdk.errors import InputError
+    from protoinspect.sdk.errors import InputError
 
     for y_true, y_pred in [([0, 1, 1], [0, 1]), ([], []), ([[0, 1]], [[0, 1]]), ([0.0, np.nan], [0, 1]),
                            (np.array([1, "a", None], dtype=object), [0, 1, 2])]:

@@ -1,4 +1,4 @@
-"""Tests of sdk.models: encoders and pretrained weights, the prototype decoder, the detector and bundle loading."""
+"""Tests of protoinspect.sdk.models: encoders and pretrained weights, the prototype decoder, the detector and bundle loading."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from sdk.bundle import write_bundle
-from sdk.errors import BundleError, ConfigError, MissingDependencyError
-from sdk.models.encoder import ENCODERS, build_encoder, load_pretrained_weights
-from sdk.models.loading import load_detector_net
-from sdk.models.prototype_decoder import PrototypeDecoder, prototype_attention_reference
-from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
-from sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.bundle import write_bundle
+from protoinspect.sdk.errors import BundleError, ConfigError, MissingDependencyError
+from protoinspect.sdk.models.encoder import ENCODERS, build_encoder, load_pretrained_weights
+from protoinspect.sdk.models.loading import load_detector_net
+from protoinspect.sdk.models.prototype_decoder import PrototypeDecoder, prototype_attention_reference
+from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
+from protoinspect.sdk.preprocess import PreprocessSpec
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2}
 
@@ -505,7 +505,7 @@ def test_load_detector_net_wrong_architecture(tmp_path: Path) -> None:
 
 
 def test_inference_overrides_change_only_inference(tmp_path: Path, rng: np.random.Generator) -> None:
-    from sdk.errors import ConfigError
+    from protoinspect.sdk.errors import ConfigError
 
     cfg = DetectorConfig(**SMALL)
     net = PrototypeDetectorNet(cfg).eval()
@@ -526,7 +526,7 @@ def test_inference_overrides_change_only_inference(tmp_path: Path, rng: np.rando
 
 
 def test_manifest_without_seg_head_width_reads_the_legacy_width() -> None:
-    from sdk.models.prototype_detector import LEGACY_SEG_HEAD_WIDTH, DetectorConfig
+    from protoinspect.sdk.models.prototype_detector import LEGACY_SEG_HEAD_WIDTH, DetectorConfig
 
     old = {k: v for k, v in DetectorConfig().to_dict().items() if k != "seg_head_width"}
     assert DetectorConfig.from_manifest(old).seg_head_width == LEGACY_SEG_HEAD_WIDTH == 64

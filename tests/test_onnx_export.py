@@ -1,4 +1,4 @@
-"""Tests of export.onnx_export: ONNX export of a detector bundle, torch/onnxruntime parity, TensorRT lint, CLI."""
+"""Tests of protoinspect.export.onnx_export: ONNX export of a detector bundle, torch/onnxruntime parity, TensorRT lint, CLI."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 from detector_bundles import make_detector_bundle  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
-from export.onnx_export import (  # noqa: E402
+from protoinspect.export.onnx_export import (  # noqa: E402
     DEFAULT_OPSET,
     MAP_ATOL,
     MIN_OPSET,
@@ -28,17 +28,17 @@ from export.onnx_export import (  # noqa: E402
     main,
     verify_onnx_parity,
 )
-from export.trt_ops import (  # noqa: E402
+from protoinspect.export.trt_ops import (  # noqa: E402
     TRT10_SUPPORTED_OPS,
     TRT10_TOPK_MAX_K,
     TRT10_UNSUPPORTED_OPS,
     TRT_DOC_VERSION,
     TRT_MAX_OPSET,
 )
-from sdk.bundle import load_bundle  # noqa: E402
-from sdk.errors import ConfigError, ExportError, InputError  # noqa: E402
-from sdk.models.loading import load_detector_net  # noqa: E402
-from sdk.preprocess import PreprocessSpec, normalize  # noqa: E402
+from protoinspect.sdk.bundle import load_bundle  # noqa: E402
+from protoinspect.sdk.errors import ConfigError, ExportError, InputError  # noqa: E402
+from protoinspect.sdk.models.loading import load_detector_net  # noqa: E402
+from protoinspect.sdk.preprocess import PreprocessSpec, normalize  # noqa: E402
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SIZE = (64, 64)
@@ -106,7 +106,7 @@ def test_export_adds_verified_onnx_to_bundle(bundle: Path) -> None:
 
 
 def test_onnxruntime_matches_torch_and_sdk_preprocessing(bundle: Path, rng: np.random.Generator) -> None:
-    """ORT on uint8 frames == the torch net on sdk.preprocess.normalize(frames), batch 1 and 3."""
+    """ORT on uint8 frames == the torch net on protoinspect.sdk.preprocess.normalize(frames), batch 1 and 3."""
     export_detector_onnx(bundle, verify=False)
     spec = load_bundle(bundle).manifest.preprocess_spec
     net = load_detector_net(bundle)
@@ -339,10 +339,10 @@ def test_trt_ops_tables_are_consistent() -> None:
 
 
 def test_cli_export_prints_parity(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sdk.cli import COMMANDS
-    from sdk.cli import main as cli_main
+    from protoinspect.sdk.cli import COMMANDS
+    from protoinspect.sdk.cli import main as cli_main
 
-    assert COMMANDS["export"][0] == "export.onnx_export:main"
+    assert COMMANDS["export"][0] == "protoinspect.export.onnx_export:main"
     assert cli_main(["export", str(bundle), "--opset", "17"]) == 0
     out = capsys.readouterr().out
     assert "anomaly_map  max |diff|" in out and "score        max |diff|" in out

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import sdk
-from sdk._imports import require
-from sdk.errors import MissingDependencyError
+import protoinspect.sdk
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.errors import MissingDependencyError
+
+from import_probe import loaded_after
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("training", "export", "tensorrt", "triton", "torch")
+HEAVY = ("protoinspect.training", "protoinspect.export", "tensorrt", "triton", "torch")
 
 
 def _python(*args: str) -> subprocess.CompletedProcess[str]:
@@ -22,35 +23,28 @@ def _python(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _loaded_after(code: str) -> list[str]:
-    probe = (
-        f"import sys\n{code}\n"
-        f"import json\nheavy = {HEAVY!r}\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
-    )
-    proc = _python("-c", probe)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return loaded_after(code, HEAVY)
 
 
 def test_runtime_sdk_imports_no_training_or_torch() -> None:
-    loaded = _loaded_after("import sdk, sdk.preprocess, sdk.bundle, sdk.errors, sdk.cli, sdk._imports")
+    loaded = _loaded_after("import protoinspect.sdk, protoinspect.sdk.preprocess, protoinspect.sdk.bundle, protoinspect.sdk.errors, protoinspect.sdk.cli, protoinspect.sdk._imports")
     assert loaded == [], f"the runtime SDK imported {loaded}"
 
 
 def test_probe_detects_heavy_imports() -> None:
     """The probe itself works: importing training code is seen."""
-    loaded = _loaded_after("import training.config")
-    assert "training" in loaded and "torch" in loaded
+    loaded = _loaded_after("import protoinspect.training.config")
+    assert "protoinspect.training" in loaded and "torch" in loaded
 
 
 def test_cli_help_imports_no_training() -> None:
-    loaded = _loaded_after("from sdk.cli import main\nimport contextlib, io\n"
+    loaded = _loaded_after("from protoinspect.sdk.cli import main\nimport contextlib, io\n"
                            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])")
     assert loaded == []
 
 
 def test_cli_help_lists_commands() -> None:
-    proc = _python("-m", "sdk.cli", "--help")
+    proc = _python("-m", "protoinspect.sdk.cli", "--help")
     assert proc.returncode == 0, proc.stderr
     for command in ("demo", "train", "evaluate", "synth"):
         assert f"  {command} " in proc.stdout, proc.stdout
@@ -58,13 +52,13 @@ def test_cli_help_lists_commands() -> None:
 
 
 def test_cli_without_arguments_prints_usage_and_fails() -> None:
-    proc = _python("-m", "sdk.cli")
+    proc = _python("-m", "protoinspect.sdk.cli")
     assert proc.returncode == 2
     assert "usage" in proc.stdout.lower()
 
 
 def test_cli_unknown_command() -> None:
-    proc = _python("-m", "sdk.cli", "frobnicate")
+    proc = _python("-m", "protoinspect.sdk.cli", "frobnicate")
     assert proc.returncode == 2
     assert "unknown command 'frobnicate'" in proc.stderr
     assert "demo" in proc.stderr  # lists what exists
@@ -72,14 +66,14 @@ def test_cli_unknown_command() -> None:
 
 
 def test_cli_version() -> None:
-    proc = _python("-m", "sdk.cli", "--version")
+    proc = _python("-m", "protoinspect.sdk.cli", "--version")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"protoinspect {sdk.__version__}"
-    assert sdk.__version__ in (ROOT / "pyproject.toml").read_text()
+    assert proc.stdout.strip() == f"protoinspect {protoinspect.sdk.__version__}"
+    assert protoinspect.sdk.__version__ in (ROOT / "pyproject.toml").read_text()
 
 
 def test_cli_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    from sdk.cli import COMMANDS, main
+    from protoinspect.sdk.cli import COMMANDS, main
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -91,7 +85,7 @@ def test_cli_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_commands_resolve_to_functions() -> None:
     import importlib
 
-    from sdk.cli import COMMANDS
+    from protoinspect.sdk.cli import COMMANDS
 
     for name, (target, _) in COMMANDS.items():
         module, func = target.split(":")
@@ -112,3 +106,11 @@ def test_require_known_hint_and_present_module() -> None:
     assert require("numpy") is numpy
     with pytest.raises(MissingDependencyError, match="pip install 'protoinspect\\[onnx\\]'"):
         require("onnxruntime.surely_missing_submodule_xyz")  # hint of the top-level package, installed or not
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run is the README's test command verbatim, and that command runs `pip check` before the tests."""
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("pip install")]
+    assert len(ci) == 1, ci
+    assert f"```bash\n{ci[0]}\n```" in (ROOT / "README.md").read_text()
+    assert "&& pip check &&" in ci[0]

@@ -1,4 +1,4 @@
-"""Tests of sdk.preprocess: training/runtime parity, frame validation, memory layouts and the spec."""
+"""Tests of protoinspect.sdk.preprocess: training/runtime parity, frame validation, memory layouts and the spec."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sdk.errors import InputError
-from sdk.preprocess import (
+from protoinspect.sdk.errors import InputError
+from protoinspect.sdk.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreprocessSpec,
@@ -21,8 +21,8 @@ from sdk.preprocess import (
     resize_to_rgb,
     validate_frame,
 )
-from training.batches import images_to_tensor, load_resized
-from training.datasets import Sample
+from protoinspect.training.batches import images_to_tensor, load_resized
+from protoinspect.training.datasets import Sample
 
 SPEC = PreprocessSpec(image_size=(64, 64))
 

@@ -1,4 +1,4 @@
-"""Tests of sdk.stages.sam_masker.SamMasker with a tiny randomly initialised SAM, and the "sam" config.
+"""Tests of protoinspect.sdk.stages.sam_masker.SamMasker with a tiny randomly initialised SAM, and the "sam" config.
 
 segment_anything imports torchvision at package import (for the predictor's PIL resize and the
 automatic mask generator's NMS). Where torchvision is not importable (this CPU-only torch build has no
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdk.config import InspectorConfig
-from sdk.errors import ConfigError
-from sdk.stages.masker import build_masker
+from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.stages.masker import build_masker
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("segment_anything") is None or importlib.util.find_spec("torch") is None,
@@ -107,7 +107,7 @@ def test_mask_shape_and_dtype(sa: types.ModuleType, prompt: dict[str, Any]) -> N
 
 
 def sa_masker(sa: types.ModuleType, **kwargs: Any) -> Any:
-    from sdk.stages.sam_masker import SamMasker
+    from protoinspect.sdk.stages.sam_masker import SamMasker
 
     return SamMasker(None, sam_model=_tiny_sam(sa), **kwargs)
 
@@ -148,7 +148,7 @@ def test_fixture_cache_runs_sam_once_per_size_and_after_reset(sa: types.ModuleTy
 
 
 def test_prompt_and_checkpoint_errors(sa: types.ModuleType, tmp_path: Path) -> None:
-    from sdk.stages.sam_masker import SamMasker
+    from protoinspect.sdk.stages.sam_masker import SamMasker
 
     with pytest.raises(ConfigError, match="prompt"):
         SamMasker(None, sam_model=_tiny_sam(sa))
@@ -171,7 +171,7 @@ def test_checkpoint_route_through_registry(sa: types.ModuleType, tmp_path: Path,
     """The real vit_b/l/h builders are too big for a unit test, so a tiny builder is registered."""
     import torch
 
-    from sdk.stages.sam_masker import SamMasker
+    from protoinspect.sdk.stages.sam_masker import SamMasker
 
     ref = _tiny_sam(sa)
     ckpt = tmp_path / "tiny_sam.pth"

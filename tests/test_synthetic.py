@@ -1,4 +1,4 @@
-"""Tests of the synthetic line-camera data set generator (training.synthetic)."""
+"""Tests of the synthetic line-camera data set generator (protoinspect.training.synthetic)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sdk.errors import ConfigError
-from training.synthetic import (
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.training.synthetic import (
     DEFECT_TYPES,
     OBJECT_PRODUCTS,
     PRODUCTS,
@@ -226,7 +226,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_python_dash_m(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "training.synthetic", "--out", str(tmp_path), "--products", "tile", "--size", "32",
+    cmd = [sys.executable, "-m", "protoinspect.training.synthetic", "--out", str(tmp_path), "--products", "tile", "--size", "32",
            "--num-train", "1", "--num-test-good", "0", "--num-test-per-defect", "1", "--defects", "stain"]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr

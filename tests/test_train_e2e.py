@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-import training.train_detector as td
-from sdk.bundle import load_bundle
-from sdk.errors import BundleError
-from training.config import load_train_config
-from training.evaluate_detector import main as evaluate_main
-from training.train_detector import main as train_main
-from training.train_detector import train_detector
+import protoinspect.training.train_detector as td
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.errors import BundleError
+from protoinspect.training.config import load_train_config
+from protoinspect.training.evaluate_detector import main as evaluate_main
+from protoinspect.training.train_detector import main as train_main
+from protoinspect.training.train_detector import train_detector
 
 TINY = [
     "image_size=64", "encoder_crop=32", "encoder_steps=6", "encoder_batch=4", "decoder_steps=6",
@@ -55,8 +55,8 @@ def test_train_writes_a_complete_bundle(tiny_products: list[Path], tmp_path: Pat
         assert row["num_test"] == row["num_anomalous"] + row["num_normal"] == 4 + 6
 
     # the export CLI's parity check uses real frames of the recorded training data by default
-    from export.onnx_export import main as export_main
-    from export.onnx_export import training_data_frames
+    from protoinspect.export.onnx_export import main as export_main
+    from protoinspect.export.onnx_export import training_data_frames
 
     frames, paths = training_data_frames(out, per_dataset=2)
     assert len(frames) == len(paths) == 4 and all(f.dtype == np.uint8 and f.shape[0] == 64 for f in frames)
@@ -101,7 +101,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_products, tmp_path
     with pytest.raises(_Interrupt):
         train_detector(tiny_products, tmp_path / "third", cfg, progress=False)
     other = load_train_config(overrides=[*TINY, "decoder_steps=7"])
-    from sdk.errors import ConfigError
+    from protoinspect.sdk.errors import ConfigError
 
     with pytest.raises(ConfigError, match="different configuration"):
         train_detector(tiny_products, tmp_path / "third", other, progress=False)
@@ -116,8 +116,8 @@ def test_train_cli_reports_a_wrong_layout(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_recalibrate_writes_a_new_bundle_and_keeps_the_old(tiny_products: list[Path], tmp_path: Path) -> None:
-    from sdk.bundle import sha256_file
-    from training.recalibrate import main as recalibrate_main
+    from protoinspect.sdk.bundle import sha256_file
+    from protoinspect.training.recalibrate import main as recalibrate_main
 
     old = train_detector(tiny_products, tmp_path / "old", load_train_config(overrides=TINY), progress=False)
     before = {p.name: sha256_file(p) for p in old.iterdir()}

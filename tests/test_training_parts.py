@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from sdk.errors import ConfigError
-from sdk.models.prototype_detector import DetectorConfig
-from training.anomaly_synthesis import KINDS, synthesize_anomaly
-from training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from training.config import DetectorTrainConfig, apply_overrides, load_train_config
-from training.losses import dice_loss, focal_loss, reconstruction_loss
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.models.prototype_detector import DetectorConfig
+from protoinspect.training.anomaly_synthesis import KINDS, synthesize_anomaly
+from protoinspect.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from protoinspect.training.config import DetectorTrainConfig, apply_overrides, load_train_config
+from protoinspect.training.losses import dice_loss, focal_loss, reconstruction_loss
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
@@ -344,10 +344,10 @@ def test_corrupt_checkpoint(tmp_path: Path, rng: np.random.Generator, damage: st
 def test_edge_cases_of_config_checkpoint_and_weights(tmp_path) -> None:
     import torch
 
-    from sdk.errors import ConfigError
-    from sdk.models.encoder import build_encoder, load_pretrained_weights
-    from training.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from training.config import load_train_config
+    from protoinspect.sdk.errors import ConfigError
+    from protoinspect.sdk.models.encoder import build_encoder, load_pretrained_weights
+    from protoinspect.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from protoinspect.training.config import load_train_config
 
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("decoder_steps: 3\ndetector:\n")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from detector_bundles import make_detector_bundle, make_exported_bundle
 
-from export.build_engine import build_engine
-from sdk.backends.registry import BACKENDS, create_backend, resolve_backend_name
-from sdk.backends.trt_sidecar import (
+from protoinspect.export.build_engine import build_engine
+from protoinspect.sdk.backends.registry import BACKENDS, create_backend, resolve_backend_name
+from protoinspect.sdk.backends.trt_sidecar import (
     check_sidecar,
     engine_file_name,
     make_sidecar,
@@ -24,8 +24,8 @@ from sdk.backends.trt_sidecar import (
     select_engine,
     version_key,
 )
-from sdk.bundle import load_bundle
-from sdk.errors import BackendError, BundleError, ConfigError, InputError, MissingDependencyError
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.errors import BackendError, BundleError, ConfigError, InputError, MissingDependencyError
 
 NEEDS_GPU = "needs TensorRT and a CUDA GPU"
 SHA = "a" * 64
@@ -66,7 +66,7 @@ def sidecar(**overrides: object) -> dict:
 
 # ------------------------------------------------------------------------------------------- registry
 def test_registry_knows_tensorrt_but_auto_never_picks_it(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert BACKENDS["tensorrt"] == "sdk.backends.trt_backend:TensorRTBackend"
+    assert BACKENDS["tensorrt"] == "protoinspect.sdk.backends.trt_backend:TensorRTBackend"
     assert resolve_backend_name("tensorrt", bundle) == "tensorrt"
     install(monkeypatch)  # tensorrt "installed" and an engine in the bundle: auto still picks onnxruntime
     assert resolve_backend_name("auto", bundle) == "onnxruntime"
@@ -189,7 +189,7 @@ def test_backend_refuses_other_gpu_and_stale_onnx(bundle: Path, monkeypatch: pyt
     with pytest.raises(BundleError, match="built for compute capability 8.7"):
         create_backend("tensorrt", bundle, engine="detector.fp16.sm87.engine")
     install(monkeypatch)
-    from export.onnx_export import export_detector_onnx
+    from protoinspect.export.onnx_export import export_detector_onnx
 
     export_detector_onnx(bundle, opset=18, verify=False)  # re-exported graph: another sha256 than the engine's
     manifest = load_bundle(bundle).manifest
@@ -215,7 +215,7 @@ def test_backend_devices_and_missing_engines(bundle: Path, tmp_path: Path, monke
 
 
 def test_runner_rejects_shapes_outside_the_profile(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdk.backends.trt_runtime import CudaDevice, EngineRunner
+    from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
 
     trt, cuda = install(monkeypatch)
     runner = EngineRunner(trt, cuda, CudaDevice(cuda, 0), (bundle / "detector.fp16.sm87.engine").read_bytes())

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from detector_bundles import make_exported_bundle
 
-from sdk.errors import ConfigError, MissingDependencyError
+from protoinspect.sdk.errors import ConfigError, MissingDependencyError
 
 pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +37,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_custom_op_onnx_has_plugin_nodes(exported: Path, tmp_path: Path) -> None:
     import onnx
 
-    from export.onnx_custom_ops import export_detector_custom_ops
-    from sdk.bundle import load_bundle
+    from protoinspect.export.onnx_custom_ops import export_detector_custom_ops
+    from protoinspect.sdk.bundle import load_bundle
 
     config = load_bundle(exported).manifest.model["config"]
     info = export_detector_custom_ops(exported, tmp_path / "plugins.onnx")
@@ -70,7 +70,7 @@ def test_default_export_keeps_reference_operators(exported: Path) -> None:
 
 
 def test_custom_op_export_refuses_topk(tmp_path: Path, rng: np.random.Generator) -> None:
-    from export.onnx_custom_ops import export_detector_custom_ops
+    from protoinspect.export.onnx_custom_ops import export_detector_custom_ops
 
     topk = make_exported_bundle(tmp_path / "topk", rng, topk=4)
     with pytest.raises(ConfigError, match="topk=4"):
@@ -85,7 +85,7 @@ def _params(ptx: str, entry: str) -> list[str]:
 
 
 def test_plugin_kernels_compile_to_ptx_without_a_gpu() -> None:
-    from kernels.trt_plugin_kernels import TACTICS, compile_prototype_attention, compile_region_guided_attention
+    from protoinspect.kernels.trt_plugin_kernels import TACTICS, compile_prototype_attention, compile_region_guided_attention
 
     k = compile_prototype_attention("fp16", 32, k_batched=True, arch=87)
     assert k.name == "prototype_attention_trt" and ".target sm_87" in k.ptx
@@ -103,8 +103,8 @@ def test_plugin_kernels_compile_to_ptx_without_a_gpu() -> None:
     ({"arch": 70}, "sm_75"), ({"scale": float("inf")}, "finite"),
 ])
 def test_plugin_kernel_arguments_are_checked(kwargs: dict, message: str) -> None:
-    from kernels.trt_plugin_kernels import compile_prototype_attention
-    from sdk.errors import InputError
+    from protoinspect.kernels.trt_plugin_kernels import compile_prototype_attention
+    from protoinspect.sdk.errors import InputError
 
     args = {"dtype": "fp16", "head_dim": 32, "k_batched": True, **kwargs}
     with pytest.raises((ConfigError, InputError), match=message):
@@ -113,10 +113,10 @@ def test_plugin_kernel_arguments_are_checked(kwargs: dict, message: str) -> None
 
 INTERPRETED = textwrap.dedent("""
     import math, torch
-    from kernels.trt_plugin_kernels import prototype_attention_trt, region_guided_attention_trt
-    from kernels.prototype_attention import prototype_attention_reference
-    from kernels.region_guided_attention import region_guided_attention_reference
-    from kernels.launch_checks import LOG2E
+    from protoinspect.kernels.trt_plugin_kernels import prototype_attention_trt, region_guided_attention_trt
+    from protoinspect.kernels.prototype_attention import prototype_attention_reference
+    from protoinspect.kernels.region_guided_attention import region_guided_attention_reference
+    from protoinspect.kernels.launch_checks import LOG2E
     B, H, N, M, D = 2, 2, 37, 45, 24
     worst = 0.0
     for batched in (True, False):
@@ -201,7 +201,7 @@ def fake_trtp() -> types.ModuleType:
 
 
 def install_plugin_fakes(monkeypatch: pytest.MonkeyPatch, version: str) -> types.ModuleType:
-    import kernels.trt_plugins as plugins
+    import protoinspect.kernels.trt_plugins as plugins
 
     trt = types.ModuleType("tensorrt")
     trt.__version__, trt.float32, trt.float16, trt.bfloat16 = version, "float32", "float16", "bfloat16"
@@ -214,7 +214,7 @@ def install_plugin_fakes(monkeypatch: pytest.MonkeyPatch, version: str) -> types
 
 
 def test_register_plugins_defines_aot_implementations(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kernels.trt_plugins import plugin_id, register_plugins
+    from protoinspect.kernels.trt_plugins import plugin_id, register_plugins
 
     trtp = install_plugin_fakes(monkeypatch, "10.9.0")
     assert register_plugins(arch=87) == 87 and register_plugins(arch=87) == 87  # idempotent
@@ -246,7 +246,7 @@ def test_register_plugins_defines_aot_implementations(monkeypatch: pytest.Monkey
 
 
 def test_register_plugins_needs_tensorrt_10_9(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kernels.trt_plugins import register_plugins
+    from protoinspect.kernels.trt_plugins import register_plugins
 
     install_plugin_fakes(monkeypatch, "10.3.0")
     with pytest.raises(MissingDependencyError, match="TensorRT 10.3.0 has no ahead-of-time.*10.9.*IPluginV3"):
@@ -263,7 +263,7 @@ def _real_trt_with_plugins() -> bool:
         return False
     import tensorrt
 
-    from sdk.backends.trt_sidecar import version_key
+    from protoinspect.sdk.backends.trt_sidecar import version_key
 
     return version_key(tensorrt.__version__)[:2] >= (10, 9)
 
@@ -273,8 +273,8 @@ def _real_trt_with_plugins() -> bool:
 def test_real_plugin_engine_matches_reference_graph(exported: Path, tmp_path: Path) -> None:
     import tensorrt as trt
 
-    from export.onnx_custom_ops import export_detector_custom_ops
-    from kernels.trt_plugins import register_plugins
+    from protoinspect.export.onnx_custom_ops import export_detector_custom_ops
+    from protoinspect.kernels.trt_plugins import register_plugins
 
     register_plugins()
     path = export_detector_custom_ops(exported, tmp_path / "plugins.onnx")["path"]

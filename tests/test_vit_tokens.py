@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sdk.errors import ConfigError
-from sdk.models.vit_tokens import ViTTokens, load_vit_weights, vit_from_state_dict
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.models.vit_tokens import ViTTokens, load_vit_weights, vit_from_state_dict
 
 
 def _save_tiny_vit(path: Path, patch: int = 8, dim: int = 32, grid: int = 4) -> ViTTokens:
@@ -42,8 +42,8 @@ def test_bad_vit_weights_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_vit_crop_tokens_resample_each_crop(tmp_path: Path) -> None:
-    from sdk.stages.crops import CropBox
-    from sdk.stages.discovery_crops import vit_crop_tokens
+    from protoinspect.sdk.stages.crops import CropBox
+    from protoinspect.sdk.stages.discovery_crops import vit_crop_tokens
 
     vit = _save_tiny_vit(tmp_path / "vit.pth")
     image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)

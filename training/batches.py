@@ -1,4 +1,4 @@
-"""In-memory training images and the batches drawn from them (resized once with sdk.preprocess)."""
+"""In-memory training images and the batches drawn from them (resized once with protoinspect.sdk.preprocess)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sdk.preprocess import PreprocessSpec, normalize, resize_to_rgb
-from training.anomaly_synthesis import synthesize_anomaly
-from training.datasets import Sample, read_image
+from protoinspect.sdk.preprocess import PreprocessSpec, normalize, resize_to_rgb
+from protoinspect.training.anomaly_synthesis import synthesize_anomaly
+from protoinspect.training.datasets import Sample, read_image
 
 
 def load_resized(samples: Sequence[Sample], channels: str, spec: PreprocessSpec, progress: bool = False) -> np.ndarray:
@@ -27,7 +27,7 @@ def load_resized(samples: Sequence[Sample], channels: str, spec: PreprocessSpec,
 
 
 def images_to_tensor(images: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
-    """N x H x W x 3 uint8 RGB at model size -> N x 3 x H x W float32 normalised (sdk.preprocess.normalize)."""
+    """N x H x W x 3 uint8 RGB at model size -> N x 3 x H x W float32 normalised (protoinspect.sdk.preprocess.normalize)."""
     return torch.from_numpy(np.stack([normalize(im, spec) for im in images]))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdk.models.prototype_detector import PrototypeDetectorNet
+from protoinspect.sdk.models.prototype_detector import PrototypeDetectorNet
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from sdk.errors import ConfigError
+from protoinspect.sdk.errors import ConfigError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import ConfigError
-from sdk.models.prototype_detector import DetectorConfig
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.models.prototype_detector import DetectorConfig
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ Two layouts are supported:
   Training = the listed MT_Free images; test = every other image (unlisted MT_Free as ``"good"``,
   ``MT_<Type>`` as defect type ``<type>`` lower-cased). In ``Imgs/`` every ``.png`` is a mask.
 
-Rules shared by both: image extensions are :data:`~training.image_io.IMAGE_EXTENSIONS`
+Rules shared by both: image extensions are :data:`~protoinspect.training.image_io.IMAGE_EXTENSIONS`
 (case-insensitive); hidden entries (names starting with ``"."``) and files with other extensions are
 ignored; a sub-folder inside a class folder, an image outside any class folder, an empty class folder
-or a missing mask is a :class:`~sdk.errors.DatasetError`. Listings are sorted by file name; the
+or a missing mask is a :class:`~protoinspect.sdk.errors.DatasetError`. Listings are sorted by file name; the
 test split is sorted by (defect type, file name).
 """
 
@@ -37,8 +37,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdk.errors import ConfigError, DatasetError
-from training.image_io import IMAGE_EXTENSIONS, is_image_name, probe_mode
+from protoinspect.sdk.errors import ConfigError, DatasetError
+from protoinspect.training.image_io import IMAGE_EXTENSIONS, is_image_name, probe_mode
 
 FORMATS: tuple[str, ...] = ("mvtec", "mtd")
 MTD_SPLIT_FILE = "train_normal_filenames.txt"

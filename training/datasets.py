@@ -1,8 +1,8 @@
 """Datasets for training and evaluation: listing, reading and up-front validation.
 
-This is the public entry point; the work is split between :mod:`training.dataset_layout`
-(discovering and listing the MVTec-style and MTD layouts) and :mod:`training.image_io` (reading and
-checking image and mask files). Datasets never resize: ``sdk.preprocess`` does.
+This is the public entry point; the work is split between :mod:`protoinspect.training.dataset_layout`
+(discovering and listing the MVTec-style and MTD layouts) and :mod:`protoinspect.training.image_io` (reading and
+checking image and mask files). Datasets never resize: ``protoinspect.sdk.preprocess`` does.
 
 Typical use::
 
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sdk.errors import DatasetError
-from training.dataset_layout import FORMATS, Dataset, Sample, detect_format, load_dataset
-from training.image_io import (
+from protoinspect.sdk.errors import DatasetError
+from protoinspect.training.dataset_layout import FORMATS, Dataset, Sample, detect_format, load_dataset
+from protoinspect.training.image_io import (
     CHANNEL_MODES,
     IMAGE_EXTENSIONS,
     check_file_header,

@@ -1,5 +1,5 @@
 """The embedded default job: synthesize a multi-product line, train one detector, export it to ONNX,
-evaluate it, and run the synthetic test stream through ``sdk.Inspector`` (ONNX Runtime, CPU)."""
+evaluate it, and run the synthetic test stream through ``protoinspect.sdk.Inspector`` (ONNX Runtime, CPU)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import load_train_config
-from training.evaluate_detector import evaluate_detector, format_table
-from training.synthetic import PRODUCTS, generate_dataset
-from training.train_detector import train_detector
+from protoinspect.training.config import load_train_config
+from protoinspect.training.evaluate_detector import evaluate_detector, format_table
+from protoinspect.training.synthetic import PRODUCTS, generate_dataset
+from protoinspect.training.train_detector import train_detector
 
 DEMO_CONFIG = Path(__file__).with_name("configs") / "demo.yaml"
 
@@ -36,7 +36,7 @@ def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] =
 
     Returns the evaluation report with ``total_seconds`` and, if ``inspect``, the inspect exit code.
     """
-    from export.onnx_export import export_detector_onnx, training_data_frames
+    from protoinspect.export.onnx_export import export_detector_onnx, training_data_frames
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -48,7 +48,7 @@ def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] =
     report = evaluate_detector(dirs, bundle, progress=progress)
     (out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     if inspect:
-        from sdk.inspect_cli import main as inspect_main
+        from protoinspect.sdk.inspect_cli import main as inspect_main
 
         stream = _stream_folder(dirs, out / "stream")
         report["inspect_exit_code"] = inspect_main([str(stream), "--bundle", str(bundle), "--out", str(out / "inspect"),

@@ -22,23 +22,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdk.bundle import load_bundle, write_bundle
-from sdk.cli import report_error
-from sdk.config import InspectorConfig
-from sdk.errors import ConfigError, InputError, ProtoInspectError
-from sdk.models.loading import load_classifier_net, load_detector_net
-from sdk.preprocess import resize_to_rgb
-from sdk.stages.discovery_crops import DiscoverySettings
-from sdk.stages.discovery import bundle_vit
-from sdk.stages.masker import build_masker
-from training.dataset_layout import Sample
-from training.discover_report import write_gallery
-from training.discovery_config import DiscoveryTrainConfig
-from training.discovery_data import DetectedImages, build_discovery_images, forward_detector
-from training.image_io import is_image_name, probe_mode, read_image
-from training.kmeans import estimate_num_classes, spherical_kmeans
-from training.train_detector import serialize_weights
-from training.train_discovery import CLASSIFIER_FILE, predict_images
+from protoinspect.sdk.bundle import load_bundle, write_bundle
+from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import ConfigError, InputError, ProtoInspectError
+from protoinspect.sdk.models.loading import load_classifier_net, load_detector_net
+from protoinspect.sdk.preprocess import resize_to_rgb
+from protoinspect.sdk.stages.discovery_crops import DiscoverySettings
+from protoinspect.sdk.stages.discovery import bundle_vit
+from protoinspect.sdk.stages.masker import build_masker
+from protoinspect.training.dataset_layout import Sample
+from protoinspect.training.discover_report import write_gallery
+from protoinspect.training.discovery_config import DiscoveryTrainConfig
+from protoinspect.training.discovery_data import DetectedImages, build_discovery_images, forward_detector
+from protoinspect.training.image_io import is_image_name, probe_mode, read_image
+from protoinspect.training.kmeans import estimate_num_classes, spherical_kmeans
+from protoinspect.training.train_detector import serialize_weights
+from protoinspect.training.train_discovery import CLASSIFIER_FILE, predict_images
 
 
 def list_sources(source: str | Path, images_dir: str | Path | None = None) -> list[Path]:
@@ -164,7 +164,7 @@ def write_edited_bundle(found: dict[str, Any], out: str | Path, **edits: Any) ->
         "producer": {"command": "protoinspect discover"}, "preprocess": m.preprocess, "model": m.model,
         "thresholds": m.thresholds, "classes": classes, "datasets": m.datasets,
         "extra": {**extra, "discovery": info, "derived_from": m.bundle_id}}, files=files)
-    from export.classifier_export import export_classifier_onnx
+    from protoinspect.export.classifier_export import export_classifier_onnx
 
     export_classifier_onnx(out)
     return Path(out)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.viz import normalize_map, thumbnail
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.viz import normalize_map, thumbnail
 
 
 def _overlay(image_rgb: np.ndarray, amap: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Configuration of discovery training (``python -m training.train_discovery``), with ``--set`` overrides."""
+"""Configuration of discovery training (``python -m protoinspect.training.train_discovery``), with ``--set`` overrides."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sdk.errors import ConfigError
+from protoinspect.sdk.errors import ConfigError
 
 ANOMALY_PRIORS = ("mebin", "gt")
 VARIANTS = ("identity", "hflip", "vflip", "rot180")
@@ -90,6 +90,6 @@ class DiscoveryTrainConfig:
 
 def discovery_config(overrides: list[str] | None = None) -> DiscoveryTrainConfig:
     """Defaults plus ``key=value`` overrides, parsed as the detector's training config parses them."""
-    from training.config import apply_overrides
+    from protoinspect.training.config import apply_overrides
 
     return DiscoveryTrainConfig(**apply_overrides(DiscoveryTrainConfig().to_dict(), list(overrides or [])))

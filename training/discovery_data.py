@@ -1,6 +1,6 @@
 """Discovery training data: detector maps and features of anomalous images, their crops, and augmented
 views (flips of the image through the frozen detector, jittered crop boxes), all through
-:mod:`sdk.stages.discovery_crops` so training sees exactly what the runtime computes."""
+:mod:`protoinspect.sdk.stages.discovery_crops` so training sees exactly what the runtime computes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from functools import partial
 import numpy as np
 import torch
 
-from sdk.preprocess import PreprocessSpec, resize_mask
-from sdk.stages.crops import CropBox
-from sdk.stages.discovery_crops import (
+from protoinspect.sdk.preprocess import PreprocessSpec, resize_mask
+from protoinspect.sdk.stages.crops import CropBox
+from protoinspect.sdk.stages.discovery_crops import (
     CropSet,
     DiscoverySettings,
     build_crops,
@@ -21,11 +21,11 @@ from sdk.stages.discovery_crops import (
     crop_tokens,
     vit_crop_tokens,
 )
-from sdk.stages.mebin import mebin_range
-from training.batches import images_to_tensor, load_resized
-from training.dataset_layout import Sample
-from training.discovery_config import VARIANTS, DiscoveryTrainConfig
-from training.image_io import decode_file
+from protoinspect.sdk.stages.mebin import mebin_range
+from protoinspect.training.batches import images_to_tensor, load_resized
+from protoinspect.training.dataset_layout import Sample
+from protoinspect.training.discovery_config import VARIANTS, DiscoveryTrainConfig
+from protoinspect.training.image_io import decode_file
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,6 +1,6 @@
 """Evaluate a detector bundle on the test split of one or more datasets.
 
-    python -m training.evaluate_detector --data DIR [--data DIR ...] --bundle BUNDLE_DIR --json OUT.json
+    python -m protoinspect.training.evaluate_detector --data DIR [--data DIR ...] --bundle BUNDLE_DIR --json OUT.json
 
 Metrics per dataset: image_auroc, image_ap, image_f1_max, pixel_auroc, aupro (FPR <= 0.3, normalised),
 computed at the model's input resolution with ground-truth masks binarised at > 127.
@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdk.bundle import load_bundle
-from sdk.cli import report_error
-from sdk.errors import ProtoInspectError
-from sdk.models.loading import load_detector_net
-from sdk.preprocess import normalize, resize_mask, resize_to_rgb
-from training.datasets import Dataset, load_dataset, read_image, read_mask
-from training.metrics import image_metrics, pixel_metrics
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import ProtoInspectError
+from protoinspect.sdk.models.loading import load_detector_net
+from protoinspect.sdk.preprocess import normalize, resize_mask, resize_to_rgb
+from protoinspect.training.datasets import Dataset, load_dataset, read_image, read_mask
+from protoinspect.training.metrics import image_metrics, pixel_metrics
 
 METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "aupro")
 
@@ -105,8 +105,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["map_mode=fused", ...]`` -> {setting: value} for inference-only detector settings."""
-    from sdk.models.loading import INFERENCE_SETTINGS
-    from training.config import apply_overrides
+    from protoinspect.sdk.models.loading import INFERENCE_SETTINGS
+    from protoinspect.training.config import apply_overrides
 
     base = {k: None for k in INFERENCE_SETTINGS}
     parsed = apply_overrides(base, items)
@@ -115,7 +115,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
-    p = argparse.ArgumentParser(prog="python -m training.evaluate_detector", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m protoinspect.training.evaluate_detector", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
     p.add_argument("--bundle", required=True, help="model bundle directory")
     p.add_argument("--json", help="write the metrics to this JSON file")

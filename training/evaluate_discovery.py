@@ -1,6 +1,6 @@
 """Evaluate novel-class discovery exactly as AnomalyNCD (methods.md §3(b).8).
 
-    python -m training.evaluate_discovery --data DIR --bundle BUNDLE_DIR --json OUT.json
+    python -m protoinspect.training.evaluate_discovery --data DIR --bundle BUNDLE_DIR --json OUT.json
 
 Over the anomalous test images (all of them, flagged by the detector or not; types the bundle was
 trained without are left out): each image's crops go through the classifier, region merging gives
@@ -23,20 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from sdk.bundle import load_bundle
-from sdk.cli import report_error
-from sdk.config import InspectorConfig
-from sdk.errors import BundleError, ProtoInspectError
-from sdk.models.loading import load_classifier_net, load_detector_net
-from sdk.stages.discovery_crops import DiscoverySettings
-from sdk.stages.discovery import bundle_vit
-from sdk.stages.masker import build_masker
-from training.datasets import load_dataset
-from training.discovery_config import DiscoveryTrainConfig
-from training.discovery_data import build_discovery_images, detect
-from training.metrics_image import auroc
-from training.metrics_ncd import ncd_metrics
-from training.train_discovery import predict_images
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import BundleError, ProtoInspectError
+from protoinspect.sdk.models.loading import load_classifier_net, load_detector_net
+from protoinspect.sdk.stages.discovery_crops import DiscoverySettings
+from protoinspect.sdk.stages.discovery import bundle_vit
+from protoinspect.sdk.stages.masker import build_masker
+from protoinspect.training.datasets import load_dataset
+from protoinspect.training.discovery_config import DiscoveryTrainConfig
+from protoinspect.training.discovery_data import build_discovery_images, detect
+from protoinspect.training.metrics_image import auroc
+from protoinspect.training.metrics_ncd import ncd_metrics
+from protoinspect.training.train_discovery import predict_images
 
 
 def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool = True,
@@ -54,7 +54,7 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
     b = load_bundle(bundle)
     info = b.manifest.extra.get("discovery")
     if not isinstance(info, dict):
-        raise BundleError(f"{b.path}: no discovery section; train with `python -m training.train_discovery`")
+        raise BundleError(f"{b.path}: no discovery section; train with `python -m protoinspect.training.train_discovery`")
     settings = DiscoverySettings.from_dict(info["settings"])
     train_cfg = dict(info["training"]["config"])
     if anomaly_prior is not None:
@@ -113,9 +113,9 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m training.evaluate_discovery", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m protoinspect.training.evaluate_discovery", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--bundle", required=True, help="bundle with a classifier (training.train_discovery)")
+    p.add_argument("--bundle", required=True, help="bundle with a classifier (protoinspect.training.train_discovery)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--anomaly-prior", choices=("mebin", "gt"), help="override the bundle's anomaly prior")
     p.add_argument("--quiet", action="store_true")

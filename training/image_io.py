@@ -1,6 +1,6 @@
-"""Reading and checking dataset image and mask files (no resizing: that lives in ``sdk.preprocess``).
+"""Reading and checking dataset image and mask files (no resizing: that lives in ``protoinspect.sdk.preprocess``).
 
-Every failure is a :class:`~sdk.errors.DatasetError` that names the file and the problem. Files are
+Every failure is a :class:`~protoinspect.sdk.errors.DatasetError` that names the file and the problem. Files are
 decoded with ``cv2.IMREAD_UNCHANGED``, so an image's *mode* is the number of channels as stored:
 1 channel is ``"gray"``, 3 channels is ``"rgb"`` (even when the three channels are identical).
 Files are read as bytes and decoded with ``cv2.imdecode``, which also handles non-ASCII paths.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import ConfigError, DatasetError
+from protoinspect.sdk.errors import ConfigError, DatasetError
 
 #: File extensions (lower case) treated as images; any other file in a dataset folder is ignored.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -36,7 +36,7 @@ _CONVERT_HINT = "convert it to 8-bit RGB (e.g. cv2.cvtColor + .astype(np.uint8))
 
 
 def _cv2() -> Any:
-    from sdk._imports import require
+    from protoinspect.sdk._imports import require
 
     return require("cv2")
 

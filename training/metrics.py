@@ -19,13 +19,13 @@ from cumulative counts with ``np.searchsorted``. Both are exact, ties included:
   pixels, integrated with the trapezoid rule up to ``max_fpr`` (the curve is
   interpolated linearly at exactly ``max_fpr``) and divided by ``max_fpr``.
 
-Every invalid input raises :class:`sdk.errors.InputError`, a ``ValueError``.
+Every invalid input raises :class:`protoinspect.sdk.errors.InputError`, a ``ValueError``.
 """
 
 from __future__ import annotations
 
-from training.metrics_image import auroc, average_precision, f1_max, image_metrics
-from training.metrics_pixel import aupro, pixel_auroc, pixel_metrics
+from protoinspect.training.metrics_image import auroc, average_precision, f1_max, image_metrics
+from protoinspect.training.metrics_pixel import aupro, pixel_auroc, pixel_metrics
 
 __all__ = [
     "auroc",

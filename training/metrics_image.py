@@ -1,7 +1,7 @@
 """Image-level anomaly-detection metrics (AUROC, AP, F1-max) and the input checks they share.
 
-Public names are re-exported by :mod:`training.metrics`, which documents the metric definitions;
-:mod:`training.metrics_pixel` reuses this module's input checks and the Mann-Whitney AUROC kernel.
+Public names are re-exported by :mod:`protoinspect.training.metrics`, which documents the metric definitions;
+:mod:`protoinspect.training.metrics_pixel` reuses this module's input checks and the Mann-Whitney AUROC kernel.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import InputError
+from protoinspect.sdk.errors import InputError
 
 __all__ = [
     "auroc",

@@ -10,8 +10,8 @@
 NMI and ARI are re-implemented in numpy with scikit-learn's formulas and edge cases (both labelings a
 single cluster: NMI = ARI = 1; one side a single cluster: NMI = 0); scikit-learn is only the tests' oracle.
 Labels may be any ints or strings: each labeling is mapped to codes ``0..C-1`` first (the metrics are
-invariant to renaming). Empty or mismatched inputs raise :class:`sdk.errors.InputError`, a ``ValueError``.
-Image AUROC lives in :mod:`training.metrics_image`.
+invariant to renaming). Empty or mismatched inputs raise :class:`protoinspect.sdk.errors.InputError`, a ``ValueError``.
+Image AUROC lives in :mod:`protoinspect.training.metrics_image`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from sdk.errors import InputError
+from protoinspect.sdk.errors import InputError
 
 __all__ = ["ari", "cluster_accuracy", "ncd_metrics", "nmi"]
 

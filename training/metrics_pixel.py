@@ -1,7 +1,7 @@
 """Pixel-level anomaly-detection metrics (pixel AUROC, AUPRO) for full test sets.
 
-Public names are re-exported by :mod:`training.metrics`, which documents the exact, sort-once
-algorithms; input checks and the Mann-Whitney kernel come from :mod:`training.metrics_image`.
+Public names are re-exported by :mod:`protoinspect.training.metrics`, which documents the exact, sort-once
+algorithms; input checks and the Mann-Whitney kernel come from :mod:`protoinspect.training.metrics_image`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from sdk.errors import InputError
-from training.metrics_image import _as_scores, _check_finite, _mann_whitney_auc, _require_both_classes
+from protoinspect.sdk.errors import InputError
+from protoinspect.training.metrics_image import _as_scores, _check_finite, _mann_whitney_auc, _require_both_classes
 
 __all__ = [
     "aupro",

@@ -1,6 +1,6 @@
 """Re-calibrate a detector bundle on its held-out defect-free images and write a NEW bundle.
 
-    python -m training.recalibrate --bundle OLD --out NEW [--data DIR ...]
+    python -m protoinspect.training.recalibrate --bundle OLD --out NEW [--data DIR ...]
 
 Use after a change of inference settings (e.g. ``--set map_mode=prototype``) or of the runtime's
 map computation. The held-out images are the ones training held out (same seed and split rule), read
@@ -17,15 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sdk.bundle import load_bundle, write_bundle
-from sdk.cli import report_error
-from sdk.errors import ConfigError, ProtoInspectError
-from sdk.models.loading import load_detector_net
-from training.batches import load_resized
-from training.calibration import calibrate_detector
-from training.config import DetectorTrainConfig
-from training.datasets import load_dataset
-from training.train_detector import batches_of, serialize_weights, split_holdout
+from protoinspect.sdk.bundle import load_bundle, write_bundle
+from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import ConfigError, ProtoInspectError
+from protoinspect.sdk.models.loading import load_detector_net
+from protoinspect.training.batches import load_resized
+from protoinspect.training.calibration import calibrate_detector
+from protoinspect.training.config import DetectorTrainConfig
+from protoinspect.training.datasets import load_dataset
+from protoinspect.training.train_detector import batches_of, serialize_weights, split_holdout
 
 
 def recalibrate_bundle(bundle: str | Path, out: str | Path, *, data: Sequence[str | Path] | None = None,
@@ -66,19 +66,19 @@ def recalibrate_bundle(bundle: str | Path, out: str | Path, *, data: Sequence[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
-    p = argparse.ArgumentParser(prog="python -m training.recalibrate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m protoinspect.training.recalibrate", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="bundle to re-calibrate (left unchanged)")
     p.add_argument("--out", required=True, help="new bundle directory")
     p.add_argument("--data", action="append", help="dataset folders, in training order (default: from the manifest)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="inference-only detector setting")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    from training.evaluate_detector import parse_overrides
+    from protoinspect.training.evaluate_detector import parse_overrides
 
     try:
         out = recalibrate_bundle(args.bundle, args.out, data=args.data, overrides=parse_overrides(args.set),
                                  progress=not args.quiet,
-                                 command=shlex.join(["python", "-m", "training.recalibrate", *(argv or sys.argv[1:])]))
+                                 command=shlex.join(["python", "-m", "protoinspect.training.recalibrate", *(argv or sys.argv[1:])]))
     except ProtoInspectError as exc:
         return report_error(exc)
     print(f"bundle written: {out}")

@@ -2,8 +2,8 @@
 
 Six products: flat textures (``tile``, ``brushed_metal``, ``fabric``) and objects on a conveyor
 belt (``washer``, ``bracket``, ``hex_nut``); six defect types (``scratch``, ``crack``, ``hole``,
-``stain``, ``break``, ``contamination``). Rendering lives in :mod:`training.synthetic_products`,
-defect painting in :mod:`training.synthetic_defects`.
+``stain``, ``break``, ``contamination``). Rendering lives in :mod:`protoinspect.training.synthetic_products`,
+defect painting in :mod:`protoinspect.training.synthetic_defects`.
 
 Every image has its own generator seeded from (seed, product, split, type, index), so the same seed
 gives byte-identical files and changing a count never changes the images that were already there.
@@ -19,7 +19,7 @@ Layout written under ``out_dir``::
 
 Command line::
 
-    python -m training.synthetic --out DIR [--products tile washer ...] [--size 256 | 100x150]
+    python -m protoinspect.training.synthetic --out DIR [--products tile washer ...] [--size 256 | 100x150]
         [--num-train N] [--num-test-good N] [--num-test-per-defect N] [--seed S]
 """
 
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.errors import ConfigError, DatasetError
-from training.synthetic_defects import DEFECT_TYPES, paint_defect
-from training.synthetic_products import OBJECT_PRODUCTS, PRODUCTS, expose, render_scene
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.errors import ConfigError, DatasetError
+from protoinspect.training.synthetic_defects import DEFECT_TYPES, paint_defect
+from protoinspect.training.synthetic_products import OBJECT_PRODUCTS, PRODUCTS, expose, render_scene
 
 cv2 = require("cv2")
 
@@ -174,7 +174,7 @@ def _prepare(out: Path, products: tuple[str, ...], previous: dict[str, Any]) -> 
     for product in products:
         pdir = out / product
         if pdir.exists() and any(pdir.iterdir()) and product not in ours:
-            msg = f"{pdir} exists and was not written by training.synthetic; pick another output folder or remove it"
+            msg = f"{pdir} exists and was not written by protoinspect.training.synthetic; pick another output folder or remove it"
             raise ConfigError(msg)
     for product in products:
         for sub in _GENERATED_DIRS:
@@ -275,7 +275,7 @@ def generate_dataset(
         }
     settings = {p: settings[p] for p in PRODUCTS if p in settings and (out / p).is_dir()}
     manifest = {
-        "generator": "training.synthetic",
+        "generator": "protoinspect.training.synthetic",
         "layout": "mvtec_ad",
         "seed": seed,
         "image_size": [h, w],
@@ -308,7 +308,7 @@ def _parse_size(text: str) -> int | tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status (2 on a bad argument)."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.synthetic",
+        prog="python -m protoinspect.training.synthetic",
         description="Write a deterministic synthetic line-camera data set in the MVTec AD layout.",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")

@@ -1,6 +1,6 @@
 """Defect painters of the synthetic line-camera data set.
 
-Each painter takes a defect-free :class:`~training.synthetic_products.Scene`, draws its own
+Each painter takes a defect-free :class:`~protoinspect.training.synthetic_products.Scene`, draws its own
 randomness *after* the scene was rendered and returns a new albedo; :func:`paint_defect` derives
 the ground-truth mask from the pixels that actually changed (closed and dilated by one pixel), so
 the mask marks exactly the defect region. On objects every change is confined to the object.
@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sdk._imports import require
-from training.synthetic_products import LIGHT, Scene, smooth_noise, smoothstep
+from protoinspect.sdk._imports import require
+from protoinspect.training.synthetic_products import LIGHT, Scene, smooth_noise, smoothstep
 
 cv2 = require("cv2")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdk._imports import require
+from protoinspect.sdk._imports import require
 
 cv2 = require("cv2")
 

@@ -1,6 +1,6 @@
 """Train the multi-class prototype detector on defect-free images and write a model bundle.
 
-    python -m training.train_detector --data DIR [--data DIR ...] --out BUNDLE_DIR [--config F] [--set k=v]
+    python -m protoinspect.training.train_detector --data DIR [--data DIR ...] --out BUNDLE_DIR [--config F] [--set k=v]
 
 Phase 1 learns the encoder from our own data (segmenting generic synthetic anomalies pasted onto the
 normal images) unless pretrained weights are given; phase 2 freezes it and trains the prototype
@@ -24,19 +24,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sdk.bundle import write_bundle
-from sdk.cli import report_error
-from sdk.errors import BundleError, ConfigError, DatasetError, ProtoInspectError
-from sdk.models.encoder import load_pretrained_weights
-from sdk.models.loading import INFERENCE_SETTINGS
-from sdk.models.prototype_detector import PrototypeDetectorNet
-from sdk.preprocess import PreprocessSpec
-from training.batches import BatchSampler, FeatureCache, images_to_tensor, load_resized
-from training.calibration import calibrate_detector
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import DetectorTrainConfig, load_train_config
-from training.datasets import Dataset, load_dataset, validate_dataset
-from training.losses import dice_loss, focal_loss, reconstruction_loss
+from protoinspect.sdk.bundle import write_bundle
+from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import BundleError, ConfigError, DatasetError, ProtoInspectError
+from protoinspect.sdk.models.encoder import load_pretrained_weights
+from protoinspect.sdk.models.loading import INFERENCE_SETTINGS
+from protoinspect.sdk.models.prototype_detector import PrototypeDetectorNet
+from protoinspect.sdk.preprocess import PreprocessSpec
+from protoinspect.training.batches import BatchSampler, FeatureCache, images_to_tensor, load_resized
+from protoinspect.training.calibration import calibrate_detector
+from protoinspect.training.checkpoint import load_checkpoint, save_checkpoint
+from protoinspect.training.config import DetectorTrainConfig, load_train_config
+from protoinspect.training.datasets import Dataset, load_dataset, validate_dataset
+from protoinspect.training.losses import dice_loss, focal_loss, reconstruction_loss
 
 log = logging.getLogger("protoinspect.train")
 
@@ -254,8 +254,8 @@ def train_detector(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Argument parser of ``python -m training.train_detector``."""
-    p = argparse.ArgumentParser(prog="python -m training.train_detector", description=__doc__.split("\n\n")[0])
+    """Argument parser of ``python -m protoinspect.training.train_detector``."""
+    p = argparse.ArgumentParser(prog="python -m protoinspect.training.train_detector", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", action="append", required=True, help="dataset folder (repeat for several products)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--format", default="auto", choices=["auto", "mvtec", "mtd"], help="dataset layout")
@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_train_config(args.config, overrides)
         out = train_detector(args.data, args.out, cfg, data_format=args.format, work_dir=args.work_dir,
                              resume=not args.no_resume, overwrite=args.overwrite, progress=not args.quiet,
-                             command=shlex.join(["python", "-m", "training.train_detector", *(argv or sys.argv[1:])]))
+                             command=shlex.join(["python", "-m", "protoinspect.training.train_detector", *(argv or sys.argv[1:])]))
     except ProtoInspectError as exc:
         return report_error(exc)
     print(f"bundle written: {out}")

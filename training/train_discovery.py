@@ -1,6 +1,6 @@
 """Train the defect classifier (novel-class discovery) on top of a detector bundle.
 
-    python -m training.train_discovery --data DIR --bundle BUNDLE_DIR [--out NEW_BUNDLE] [--known TYPE ...]
+    python -m protoinspect.training.train_discovery --data DIR --bundle BUNDLE_DIR [--out NEW_BUNDLE] [--known TYPE ...]
         [--exclude-type TYPE] [--num-novel K] [--set key=value ...]
 
 Known types (0..K) are labelled by their folder; the unlabelled anomalies are the test images our
@@ -26,17 +26,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sdk.bundle import load_bundle, write_bundle
-from sdk.cli import report_error
-from sdk.config import InspectorConfig
-from sdk.errors import ConfigError, DatasetError, ProtoInspectError
-from sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
-from sdk.models.loading import load_detector_net
-from sdk.stages.discovery_merge import MergedPrediction, area_weights, merge_crops
-from sdk.stages.masker import build_masker
-from training.datasets import load_dataset
-from training.discovery_config import DiscoveryTrainConfig, discovery_config
-from training.discovery_data import (
+from protoinspect.sdk.bundle import load_bundle, write_bundle
+from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import ConfigError, DatasetError, ProtoInspectError
+from protoinspect.sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
+from protoinspect.sdk.models.loading import load_detector_net
+from protoinspect.sdk.stages.discovery_merge import MergedPrediction, area_weights, merge_crops
+from protoinspect.sdk.stages.masker import build_masker
+from protoinspect.training.datasets import load_dataset
+from protoinspect.training.discovery_config import DiscoveryTrainConfig, discovery_config
+from protoinspect.training.discovery_data import (
     DetectedImages,
     DiscoveryImage,
     build_discovery_images,
@@ -44,9 +44,9 @@ from training.discovery_data import (
     detect,
     with_reject_threshold,
 )
-from training.discovery_losses import info_nce, sinkhorn, supcon
-from training.kmeans import estimate_num_classes, spherical_kmeans
-from training.train_detector import serialize_weights
+from protoinspect.training.discovery_losses import info_nce, sinkhorn, supcon
+from protoinspect.training.kmeans import estimate_num_classes, spherical_kmeans
+from protoinspect.training.train_detector import serialize_weights
 
 CLASSIFIER_FILE = "classifier.safetensors"
 VIT_FILE = "vit.safetensors"
@@ -210,7 +210,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in sub.images]
     vit = None
     if cfg.vit_weights:
-        from sdk.models.vit_tokens import load_vit_weights, vit_from_state_dict
+        from protoinspect.sdk.models.vit_tokens import load_vit_weights, vit_from_state_dict
 
         vit = vit_from_state_dict(load_vit_weights(cfg.vit_weights))
     images = build_discovery_images(sub, range(len(idx)), net, spec, settings, cfg, obj, progress, vit=vit)
@@ -274,7 +274,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m training.train_discovery", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m protoinspect.training.train_discovery", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (MVTec layout or MTD)")
     p.add_argument("--bundle", required=True, help="detector bundle (left unchanged)")
     p.add_argument("--out", help="new bundle with the classifier (default: BUNDLE-discovery)")
@@ -294,9 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = discovery_config(args.set)
         path = train_discovery(args.data, args.bundle, out, cfg, known=args.known, exclude=args.exclude_type,
                                num_novel=args.num_novel, flag_threshold=args.flag_threshold, overwrite=args.overwrite, progress=not args.quiet,
-                               command=" ".join(["python -m training.train_discovery", *(argv or sys.argv[1:])]))
+                               command=" ".join(["python -m protoinspect.training.train_discovery", *(argv or sys.argv[1:])]))
         if not args.no_export:
-            from export.classifier_export import export_classifier_onnx
+            from protoinspect.export.classifier_export import export_classifier_onnx
 
             export_classifier_onnx(path)
     except ProtoInspectError as exc:

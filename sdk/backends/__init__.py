@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sdk.backends.base import DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend, BackendBase, check_inputs
-from sdk.backends.registry import BACKENDS, create_backend, resolve_backend_name
+from protoinspect.sdk.backends.base import DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend, BackendBase, check_inputs
+from protoinspect.sdk.backends.registry import BACKENDS, create_backend, resolve_backend_name
 
 if TYPE_CHECKING:
-    from sdk.backends.ort_backend import OnnxRuntimeBackend
-    from sdk.backends.torch_backend import TorchBackend
+    from protoinspect.sdk.backends.ort_backend import OnnxRuntimeBackend
+    from protoinspect.sdk.backends.torch_backend import TorchBackend
 
 _LAZY = {"OnnxRuntimeBackend": BACKENDS["onnxruntime"], "TorchBackend": BACKENDS["torch"]}
 

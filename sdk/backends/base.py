@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from sdk.bundle import Bundle, load_bundle
-from sdk.errors import BackendError, ConfigError, InputError
+from protoinspect.sdk.bundle import Bundle, load_bundle
+from protoinspect.sdk.errors import BackendError, ConfigError, InputError
 
 #: Name of the detector graph's only input and of its outputs (the contract of ``detector.onnx``).
 DETECTOR_INPUT = "image"
@@ -188,7 +188,7 @@ def check_inputs(inputs: Mapping[str, Any], input_names: tuple[str, ...],
         if arr.shape[1:3] != (h, w):
             msg = (
                 f"input '{name}' is {arr.shape[1]}x{arr.shape[2]} but the model takes {h}x{w} (H x W): "
-                "resize with sdk.preprocess.resize_to_rgb"
+                "resize with protoinspect.sdk.preprocess.resize_to_rgb"
             )
             raise InputError(msg)
         if arr.shape[0] == 0:

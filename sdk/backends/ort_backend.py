@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.backends.base import (
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.backends.base import (
     DETECTOR_FEATURES,
     DETECTOR_INPUT,
     DETECTOR_OUTPUTS,
@@ -24,8 +24,8 @@ from sdk.backends.base import (
     onnx_file_name,
     parse_device,
 )
-from sdk.bundle import Bundle
-from sdk.errors import BackendError, BundleError, ConfigError, MissingDependencyError
+from protoinspect.sdk.bundle import Bundle
+from protoinspect.sdk.errors import BackendError, BundleError, ConfigError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class OnnxRuntimeBackend(BackendBase):
         """Create an onnxruntime session for the bundle's exported graph.
 
         Args:
-            bundle: a loaded :class:`~sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
+            bundle: a loaded :class:`~protoinspect.sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
             device: ``"cpu"`` (CPUExecutionProvider), ``"cuda"`` / ``"cuda:N"`` (CUDAExecutionProvider
                 on GPU N) or ``"tensorrt"`` / ``"tensorrt:N"`` (TensorrtExecutionProvider with
                 CUDAExecutionProvider for nodes TensorRT does not take; engines are cached in

@@ -7,15 +7,15 @@ import inspect
 import os
 from typing import Any
 
-from sdk.backends.base import Backend, as_bundle, has_onnx
-from sdk.bundle import Bundle, load_bundle
-from sdk.errors import ConfigError, MissingDependencyError
+from protoinspect.sdk.backends.base import Backend, as_bundle, has_onnx
+from protoinspect.sdk.bundle import Bundle, load_bundle
+from protoinspect.sdk.errors import ConfigError, MissingDependencyError
 
 #: backend name -> "module:Class"; the module is imported only when the backend is created.
 BACKENDS: dict[str, str] = {
-    "onnxruntime": "sdk.backends.ort_backend:OnnxRuntimeBackend",
-    "torch": "sdk.backends.torch_backend:TorchBackend",
-    "tensorrt": "sdk.backends.trt_backend:TensorRTBackend",
+    "onnxruntime": "protoinspect.sdk.backends.ort_backend:OnnxRuntimeBackend",
+    "torch": "protoinspect.sdk.backends.torch_backend:TorchBackend",
+    "tensorrt": "protoinspect.sdk.backends.trt_backend:TensorRTBackend",
 }
 # "auto" never picks tensorrt: an engine must be built on the target first (export/build_engine.py).
 _CHOICES = f"auto, {', '.join(BACKENDS)}"

@@ -1,7 +1,7 @@
 """PyTorch backend: runs the bundle's ``PrototypeDetectorNet`` weights eagerly on CPU or CUDA.
 
 It takes the same uint8 input as ``detector.onnx`` and normalises it with
-:func:`sdk.preprocess.normalize_batch` (the float32 constants the exported graph bakes in).
+:func:`protoinspect.sdk.preprocess.normalize_batch` (the float32 constants the exported graph bakes in).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.backends.cuda_graph import CudaGraphRunner
-from sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, BackendBase, as_bundle, parse_device
-from sdk.bundle import Bundle
-from sdk.errors import BackendError, ConfigError, MissingDependencyError
-from sdk.preprocess import normalize_batch
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.backends.cuda_graph import CudaGraphRunner
+from protoinspect.sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, BackendBase, as_bundle, parse_device
+from protoinspect.sdk.bundle import Bundle
+from protoinspect.sdk.errors import BackendError, ConfigError, MissingDependencyError
+from protoinspect.sdk.preprocess import normalize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class TorchBackend(BackendBase):
         """Load the bundle's weights onto ``device``.
 
         Args:
-            bundle: a loaded :class:`~sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
+            bundle: a loaded :class:`~protoinspect.sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
             device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
             threads: if given, ``torch.set_num_threads(threads)``; note this setting is process-wide.
             cuda_graph: CUDA only: normalise on the GPU and replay a captured CUDA graph per batch
@@ -68,7 +68,7 @@ class TorchBackend(BackendBase):
         """
         torch = require("torch")
         require("safetensors")
-        from sdk.models.loading import load_detector_net
+        from protoinspect.sdk.models.loading import load_detector_net
 
         bundle = as_bundle(bundle)
         kind, index = parse_device(device, ("cpu", "cuda"))

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.backends.base import (
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.backends.base import (
     DETECTOR_FEATURES,
     DETECTOR_INPUT,
     DETECTOR_OUTPUTS,
@@ -28,10 +28,10 @@ from sdk.backends.base import (
     onnx_file_name,
     parse_device,
 )
-from sdk.backends.trt_runtime import CudaDevice, EngineRunner
-from sdk.backends.trt_sidecar import check_sidecar, read_sidecar, rebuild_command, select_engine, sidecar_file_name
-from sdk.bundle import Bundle
-from sdk.errors import BundleError
+from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
+from protoinspect.sdk.backends.trt_sidecar import check_sidecar, read_sidecar, rebuild_command, select_engine, sidecar_file_name
+from protoinspect.sdk.bundle import Bundle
+from protoinspect.sdk.errors import BundleError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class TensorRTBackend(BackendBase):
         """Load and check the bundle's detector engine for this GPU.
 
         Args:
-            bundle: a loaded :class:`~sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
+            bundle: a loaded :class:`~protoinspect.sdk.bundle.Bundle` or a bundle directory (then loaded and verified).
             device: ``"cuda"`` or ``"cuda:N"``.
             cuda_graph: capture the engine's launch in a CUDA graph per batch size and replay it
                 (lower launch overhead at batch 1).

@@ -5,7 +5,7 @@ called from any thread); :class:`EngineRunner` deserializes an engine, allocates
 page-locked host buffer per I/O tensor at the optimisation profile's maximum shape, and executes with
 ``IExecutionContext.execute_async_v3`` on its own stream: inputs are copied host -> device
 asynchronously, the engine is enqueued (or its captured CUDA graph launched), outputs are copied back
-and the stream is synchronised once. Used by :mod:`sdk.backends.trt_backend` and by the parity check
+and the stream is synchronised once. Used by :mod:`protoinspect.sdk.backends.trt_backend` and by the parity check
 of ``export/build_engine.py``.
 
 The ``trt`` and ``cuda`` arguments are the imported ``tensorrt`` and ``pycuda.driver`` modules; they
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import BackendError, ConfigError, InputError
+from protoinspect.sdk.errors import BackendError, ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 

@@ -5,10 +5,10 @@ Every engine file in a bundle (``detector.fp16.sm87.engine``) has a JSON sidecar
 the sha256 of the ONNX file it was built from, precision, optimisation profile, DLA core and builder
 settings. TensorRT engines are tied to the TensorRT version and GPU architecture they were built with,
 so :func:`check_sidecar` compares the sidecar with the running system and the bundle and raises
-:class:`~sdk.errors.BundleError` carrying the exact rebuild command on any mismatch.
+:class:`~protoinspect.sdk.errors.BundleError` carrying the exact rebuild command on any mismatch.
 
 Pure Python (no tensorrt, no pycuda): the builder (``export/build_engine.py``) writes sidecars with
-:func:`make_sidecar`, the runtime (:mod:`sdk.backends.trt_backend`) reads and checks them.
+:func:`make_sidecar`, the runtime (:mod:`protoinspect.sdk.backends.trt_backend`) reads and checks them.
 Bundle file names are plain (no folders), so engines sit beside the ONNX files; the manifest's
 ``extra["tensorrt"]["engines"]`` lists them (:func:`engine_entries`).
 """
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import BundleError, ConfigError
+from protoinspect.sdk.errors import BundleError, ConfigError
 
 SIDECAR_FORMAT = "protoinspect-trt-engine"
 SIDECAR_VERSION = 1

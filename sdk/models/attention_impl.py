@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from sdk.errors import ConfigError
+from protoinspect.sdk.errors import ConfigError
 
 ATTENTION_IMPLS = ("reference", "triton")
 

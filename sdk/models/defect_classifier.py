@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdk.errors import ConfigError
-from sdk.models.attention_impl import ATTENTION_IMPLS, use_triton
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.models.attention_impl import ATTENTION_IMPLS, use_triton
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class _GuidedBlock(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if use_triton(self.impl, q):
-            from kernels.region_guided_attention import region_guided_attention
+            from protoinspect.kernels.region_guided_attention import region_guided_attention
 
             return region_guided_attention(q, k, v, bias[:, None, :], bias_rows=slice(0, 1))
         return guided_attention_reference(q, k, v, bias)

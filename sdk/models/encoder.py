@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sdk.errors import ConfigError, MissingDependencyError
+from protoinspect.sdk.errors import ConfigError, MissingDependencyError
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Sequential:

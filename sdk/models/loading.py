@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdk.bundle import Bundle, load_bundle
-from sdk.errors import BundleError, ConfigError
+from protoinspect.sdk.bundle import Bundle, load_bundle
+from protoinspect.sdk.errors import BundleError, ConfigError
 
 if TYPE_CHECKING:  # torch is imported only when a net is built
-    from sdk.models.prototype_detector import PrototypeDetectorNet
+    from protoinspect.sdk.models.prototype_detector import PrototypeDetectorNet
 
 # detector settings that only change inference, not the weights (safe to override for ablations)
 INFERENCE_SETTINGS = ("map_mode", "score_top_fraction", "blur_sigma", "level_weights", "attention_impl")
@@ -26,7 +26,7 @@ def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | N
     """
     from safetensors.torch import load as load_safetensors
 
-    from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
+    from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
 
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
@@ -46,7 +46,7 @@ def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | N
         state = load_safetensors(bundle.read_bytes(weights_name))
         net.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as exc:
-        msg = f"{bundle.path / weights_name}: weights do not match the manifest's model config ({exc}); re-create the bundle with `python -m training.train_detector ...`"
+        msg = f"{bundle.path / weights_name}: weights do not match the manifest's model config ({exc}); re-create the bundle with `python -m protoinspect.training.train_detector ...`"
         raise BundleError(msg) from exc
     return net.eval()
 
@@ -55,19 +55,19 @@ def load_classifier_net(bundle: Bundle | str | Path) -> Any:
     """Return the bundle's ``DefectClassifierNet`` (eval mode, weights loaded).
 
     Raises:
-        BundleError: the bundle has no classifier (train one with ``python -m training.train_discovery``),
+        BundleError: the bundle has no classifier (train one with ``python -m protoinspect.training.train_discovery``),
             or its weights do not fit the recorded architecture.
     """
     from safetensors.torch import load as load_safetensors
 
-    from sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
+    from protoinspect.sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
 
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     info = bundle.manifest.extra.get("discovery")
     if not isinstance(info, dict) or "classifier" not in info:
         msg = (f"{bundle.path / 'manifest.json'} has no defect classifier; train one with "
-               f"`python -m training.train_discovery --data DIR --bundle {bundle.path}`")
+               f"`python -m protoinspect.training.train_discovery --data DIR --bundle {bundle.path}`")
         raise BundleError(msg)
     clf = info["classifier"]
     try:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdk.models.attention_impl import use_triton
+from protoinspect.sdk.models.attention_impl import use_triton
 
 
 def prototype_attention_reference(
@@ -67,7 +67,7 @@ class _MultiHeadCross(nn.Module):
         k = self._heads(self.k_proj(context))
         v = self._heads(self.v_proj(context))
         if topk is None and use_triton(impl, q):
-            from kernels.prototype_attention import prototype_attention  # the fused Triton kernel
+            from protoinspect.kernels.prototype_attention import prototype_attention  # the fused Triton kernel
 
             out = prototype_attention(q, k, v)
         else:
@@ -119,7 +119,7 @@ class PrototypeDecoder(nn.Module):
         dropout: dropout of the bottleneck tokens during training.
         grid_level: which encoder level sets the token grid (1 = stride 8).
         attention_impl: ``reference`` (PyTorch ops; exported to ONNX) or ``triton`` (the fused
-            kernel of :mod:`kernels.prototype_attention`, used on CUDA when ``topk`` is None).
+            kernel of :mod:`protoinspect.kernels.prototype_attention`, used on CUDA when ``topk`` is None).
     """
 
     def __init__(

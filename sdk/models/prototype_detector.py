@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdk.errors import ConfigError
-from sdk.models.attention_impl import ATTENTION_IMPLS
-from sdk.models.encoder import build_encoder
-from sdk.models.prototype_decoder import PrototypeDecoder
+from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.models.attention_impl import ATTENTION_IMPLS
+from protoinspect.sdk.models.encoder import build_encoder
+from protoinspect.sdk.models.prototype_decoder import PrototypeDecoder
 
 MAP_MODES = ("prototype", "fused")
 LEGACY_SEG_HEAD_WIDTH = 64  # the segmentation head width of bundles written before it was configurable

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sdk.stages.detector import DetectorOutput, DetectorStage
-from sdk.stages.masker import Masker, NoMasker, OtsuMasker, RoiMasker, build_masker
-from sdk.stages.regions import extract_defects
+from protoinspect.sdk.stages.detector import DetectorOutput, DetectorStage
+from protoinspect.sdk.stages.masker import Masker, NoMasker, OtsuMasker, RoiMasker, build_masker
+from protoinspect.sdk.stages.regions import extract_defects
 
 __all__ = [
     "DetectorOutput",

@@ -15,8 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from sdk.result import Defect
-from sdk.stages.detector import DetectorOutput
+from protoinspect.sdk.result import Defect
+from protoinspect.sdk.stages.detector import DetectorOutput
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.errors import ConfigError, InputError
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.errors import ConfigError, InputError
 
 __all__ = ["CropBox", "CropSettings", "anomaly_crop_boxes", "crop_areas", "crop_scores",
            "merge_region_probabilities"]

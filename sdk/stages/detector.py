@@ -7,8 +7,8 @@ from typing import Literal
 
 import numpy as np
 
-from sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend
-from sdk.preprocess import PreprocessSpec, resize_map, resize_to_rgb
+from protoinspect.sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend
+from protoinspect.sdk.preprocess import PreprocessSpec, resize_map, resize_to_rgb
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.bundle import Bundle
-from sdk.errors import BackendError, BundleError
-from sdk.preprocess import resize_mask, resize_to_rgb
-from sdk.stages.classification import ClassificationInput, ClassificationOutput, RegionClass
-from sdk.stages.discovery_crops import DiscoverySettings, build_crops, vit_crop_tokens
-from sdk.stages.discovery_merge import merge_crops, softmax
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.bundle import Bundle
+from protoinspect.sdk.errors import BackendError, BundleError
+from protoinspect.sdk.preprocess import resize_mask, resize_to_rgb
+from protoinspect.sdk.stages.classification import ClassificationInput, ClassificationOutput, RegionClass
+from protoinspect.sdk.stages.discovery_crops import DiscoverySettings, build_crops, vit_crop_tokens
+from protoinspect.sdk.stages.discovery_merge import merge_crops, softmax
 
 CLASSIFIER_ONNX = "classifier.onnx"
 
@@ -33,13 +33,13 @@ def bundle_vit(bundle: Bundle, settings: DiscoverySettings) -> Any:
         return None
     if VIT_FILE not in bundle.manifest.files:
         raise BundleError(f"{bundle.path}: discovery settings use a ViT token source but {VIT_FILE} is missing")
-    from sdk.models.vit_tokens import vit_from_bundle_bytes
+    from protoinspect.sdk.models.vit_tokens import vit_from_bundle_bytes
 
     return vit_from_bundle_bytes(bundle.read_bytes(VIT_FILE), str(bundle.path / VIT_FILE))
 
 
 def has_classifier(bundle: Bundle) -> bool:
-    """Whether the bundle carries a defect classifier (``training.train_discovery``)."""
+    """Whether the bundle carries a defect classifier (``protoinspect.training.train_discovery``)."""
     info = bundle.manifest.extra.get("discovery")
     return isinstance(info, dict) and "classifier" in info
 
@@ -61,7 +61,7 @@ class _OrtClassifier:
 
 class _TorchClassifier:
     def __init__(self, bundle: Bundle) -> None:
-        from sdk.models.loading import load_classifier_net
+        from protoinspect.sdk.models.loading import load_classifier_net
 
         self._torch = require("torch")
         self._net = load_classifier_net(bundle)
@@ -83,7 +83,7 @@ class DiscoveryClassifier:
         """Load settings, classes and the classifier graph.
 
         Args:
-            bundle: a bundle written by ``training.train_discovery``.
+            bundle: a bundle written by ``protoinspect.training.train_discovery``.
             backend: ``onnxruntime`` (needs ``classifier.onnx``) or ``torch``.
             color_order: channel order of the Inspector's frames (for the ViT token source).
                 The ONNX Runtime classifier always runs on one thread without spin-waiting, so it
@@ -93,7 +93,7 @@ class DiscoveryClassifier:
             BundleError: no classifier, or no ``classifier.onnx`` for onnxruntime.
         """
         if not has_classifier(bundle):
-            raise BundleError(f"{bundle.path}: no defect classifier; train one with `python -m training.train_discovery`")
+            raise BundleError(f"{bundle.path}: no defect classifier; train one with `python -m protoinspect.training.train_discovery`")
         info = bundle.manifest.extra["discovery"]
         self.settings = DiscoverySettings.from_dict(info["settings"])
         self.kappa = float(info["classifier"]["config"]["kappa"])
@@ -115,7 +115,7 @@ class DiscoveryClassifier:
         return RegionClass(class_id=class_id, class_name=name, is_novel=novel, score=float(score))
 
     def classify(self, inputs: ClassificationInput) -> ClassificationOutput:
-        """See :class:`~sdk.stages.classification.DefectClassifier`."""
+        """See :class:`~protoinspect.sdk.stages.classification.DefectClassifier`."""
         det = inputs.detection
         if det.model_map is None or (det.features is None and self._vit is None):
             raise BackendError("the detector graph gives no 'features' output: re-export the bundle "
@@ -155,5 +155,5 @@ class VmfRejector:
         self.threshold = float(threshold)
 
     def is_outlier(self, output: ClassificationOutput) -> bool:
-        """See :class:`~sdk.stages.classification.OutlierRejector`."""
+        """See :class:`~protoinspect.sdk.stages.classification.OutlierRejector`."""
         return output.image_class is not None and output.image_class.score < self.threshold

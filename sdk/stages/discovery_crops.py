@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.errors import ConfigError, InputError
-from sdk.stages.crops import CropBox, CropSettings, anomaly_crop_boxes, crop_areas, crop_scores
-from sdk.stages.mebin import MEBinResult, MEBinSettings, mebin
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.errors import ConfigError, InputError
+from protoinspect.sdk.stages.crops import CropBox, CropSettings, anomaly_crop_boxes, crop_areas, crop_scores
+from protoinspect.sdk.stages.mebin import MEBinResult, MEBinSettings, mebin
 
 TOKEN_SOURCES = ("detector", "vit")
 
@@ -183,14 +183,14 @@ def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.nda
 
 
 def vit_crop_tokens(vit: Any, image_rgb: np.ndarray, boxes: Sequence[CropBox], grid: int, input_size: int) -> np.ndarray:
-    """Token grids (n x D x G x G float32) of image crops through a ViT (:class:`sdk.models.vit_tokens.ViTTokens`).
+    """Token grids (n x D x G x G float32) of image crops through a ViT (:class:`protoinspect.sdk.models.vit_tokens.ViTTokens`).
 
     Each box of the model-size RGB image is resized to ``input_size`` (bilinear), ImageNet-normalised,
     encoded, and its patch-token map resampled to G x G like the detector's features.
     """
     cv2 = require("cv2")
     torch = require("torch")
-    from sdk.models.vit_tokens import IMAGENET_MEAN, IMAGENET_STD
+    from protoinspect.sdk.models.vit_tokens import IMAGENET_MEAN, IMAGENET_STD
 
     mean = np.asarray(IMAGENET_MEAN, np.float32)
     std = np.asarray(IMAGENET_STD, np.float32)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdk.stages.crops import merge_region_probabilities
+from protoinspect.sdk.stages.crops import merge_region_probabilities
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Text prompt -> box for a fixture, with Grounding DINO (transformers), run once at set-up.
 
 Use it to turn a words prompt ("a metal bracket") into the box prompt of
-:class:`sdk.stages.sam_masker.SamMasker` once, when a fixture is set up, not per frame (Grounding DINO
+:class:`protoinspect.sdk.stages.sam_masker.SamMasker` once, when a fixture is set up, not per frame (Grounding DINO
 takes seconds per image on CPU). The model and processor are read from a LOCAL directory
 (``local_files_only=True``): nothing is downloaded.
 
@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.errors import ConfigError
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.errors import ConfigError
 
 
 def _rgb(frame: np.ndarray, color_order: str) -> np.ndarray:

@@ -6,9 +6,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.config import InspectorConfig
-from sdk.errors import ConfigError
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import ConfigError
 
 
 @runtime_checkable
@@ -150,7 +150,7 @@ def build_masker(config: InspectorConfig) -> Masker:
         MissingDependencyError: for ``"sam"``, segment_anything (or torch) is not installed.
     """
     if config.masker == "sam":
-        from sdk.stages.sam_masker import SamMasker  # lazy: pulls in torch and segment_anything
+        from protoinspect.sdk.stages.sam_masker import SamMasker  # lazy: pulls in torch and segment_anything
 
         return SamMasker(config.sam_checkpoint, model_type=config.sam_model_type, box_xyxy=config.sam_box_xyxy,
                          points=config.sam_points, color_order=config.color_order, device=config.device)

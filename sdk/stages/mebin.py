@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.errors import ConfigError, InputError
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.errors import ConfigError, InputError
 
 __all__ = ["MEBinResult", "MEBinSettings", "mebin", "mebin_range", "normalize_map"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.result import Defect
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.result import Defect
 
 WORKING_SIDE = 1024  # regions of larger maps are found on a copy resized to this long side
 

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sdk._imports import require
-from sdk.errors import ConfigError
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.errors import ConfigError
 
 
 def _check_box(box: Sequence[float]) -> np.ndarray:

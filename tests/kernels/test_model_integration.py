@@ -13,8 +13,8 @@ if not (INTERPRET or torch.cuda.is_available()):
                 allow_module_level=True)
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
-from sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet  # noqa: E402
-from sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet  # noqa: E402
+from protoinspect.sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet  # noqa: E402
+from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet  # noqa: E402
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 TOL = (1e-4, 1e-4)  # fp32 end to end: online vs. one-shot softmax, different summation order
@@ -39,7 +39,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch, module_name: str, fn_name: str) -> lis
 
 
 def test_decoder_triton_matches_reference(check_close, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _spy(monkeypatch, "kernels.prototype_attention", "prototype_attention")
+    calls = _spy(monkeypatch, "protoinspect.kernels.prototype_attention", "prototype_attention")
     cfg = DetectorConfig(embed_dim=32, num_heads=2, num_prototypes=24, num_layers=1, blur_sigma=1.0)
     ref = PrototypeDetectorNet(cfg).eval().to(DEVICE)
     tri = PrototypeDetectorNet(DetectorConfig(**{**cfg.to_dict(), "attention_impl": "triton",
@@ -54,7 +54,7 @@ def test_decoder_triton_matches_reference(check_close, monkeypatch: pytest.Monke
 
 
 def test_classifier_triton_matches_reference(check_close, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _spy(monkeypatch, "kernels.region_guided_attention", "region_guided_attention")
+    calls = _spy(monkeypatch, "protoinspect.kernels.region_guided_attention", "region_guided_attention")
     cfg = ClassifierConfig(in_channels=20, grid=5, embed_dim=32, num_heads=2, num_classes=4)
     ref = DefectClassifierNet(cfg).eval().to(DEVICE)
     tri = DefectClassifierNet(ClassifierConfig(**{**cfg.to_dict(), "attention_impl": "triton"})).eval().to(DEVICE)

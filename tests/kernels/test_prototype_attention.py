@@ -15,13 +15,13 @@ if not (INTERPRET or torch.cuda.is_available()):
                 allow_module_level=True)
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
-from kernels.launch_checks import KernelDtypeError
-from kernels.prototype_attention import (
+from protoinspect.kernels.launch_checks import KernelDtypeError
+from protoinspect.kernels.prototype_attention import (
     PrototypeAttentionFunction,
     prototype_attention,
     prototype_attention_reference,
 )
-from sdk.errors import InputError
+from protoinspect.sdk.errors import InputError
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -178,8 +178,8 @@ def test_dtype_error_is_a_type_error_and_input_error() -> None:
 @pytest.mark.parametrize("head_dim_pad", [16, 64, 256])
 def test_gpu_autotune_pruning_keeps_configs(n: int, head_dim_pad: int) -> None:
     """The GPU config lists (unused by the interpreter) prune to something launchable for every shape."""
-    fwd = sys.modules["kernels.prototype_attention"]
-    bwd = sys.modules["kernels.prototype_attention_backward"]
+    fwd = sys.modules["protoinspect.kernels.prototype_attention"]
+    bwd = sys.modules["protoinspect.kernels.prototype_attention_backward"]
     for configs, prune in ((fwd._FWD_CONFIGS_GPU, fwd._prune_configs), (bwd._BWD_CONFIGS_GPU, bwd._prune_bwd_configs)):
         kept = prune(configs, {"N": n, "M": 67}, HEAD_DIM_PAD=head_dim_pad)
         assert kept and all(c in configs for c in kept)

@@ -16,12 +16,12 @@ if not (INTERPRET or torch.cuda.is_available()):
                 allow_module_level=True)
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
-from kernels.launch_checks import KernelBackwardUnsupportedError, KernelDtypeError
-from kernels.region_guided_attention import (
+from protoinspect.kernels.launch_checks import KernelBackwardUnsupportedError, KernelDtypeError
+from protoinspect.kernels.region_guided_attention import (
     region_guided_attention,
     region_guided_attention_reference,
 )
-from sdk.errors import InputError
+from protoinspect.sdk.errors import InputError
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -120,7 +120,7 @@ def test_strided_views(check_close) -> None:
 @pytest.mark.parametrize("head_dim_pad", [16, 64, 256])
 def test_gpu_autotune_pruning_keeps_configs(n: int, head_dim_pad: int) -> None:
     """The GPU config list (unused by the interpreter) prunes to something launchable for every shape."""
-    module = sys.modules["kernels.region_guided_attention"]
+    module = sys.modules["protoinspect.kernels.region_guided_attention"]
     kept = module._prune_configs(module._FWD_CONFIGS_GPU, {"N": n}, HEAD_DIM_PAD=head_dim_pad)
     assert kept and any(c.kwargs["BLOCK_N"] == c.kwargs["BLOCK_M"] == 32 and c.num_stages == 1 for c in kept)
     assert all(max(c.kwargs.values()) <= max(32, 1 << (n - 1).bit_length()) for c in kept)
