@@ -9,8 +9,7 @@ import pytest
 
 from protoinspect.training.demo import main
 
-SMALL = ["encoder_crop=32", "encoder_steps=4", "encoder_batch=4", "decoder_steps=4", "decoder_batch=2",
-         "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16", "detector.embed_dim=32",
+SMALL = ["crop=32", "steps=4", "batch=4", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16", "detector.embed_dim=32",
          "detector.num_heads=2", "detector.blur_sigma=1.0", "num_threads=1"]
 
 

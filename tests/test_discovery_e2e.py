@@ -16,8 +16,7 @@ from protoinspect.training.config import load_train_config
 from protoinspect.training.train_detector import train_detector
 
 TINY_DETECTOR = [
-    "image_size=64", "encoder_crop=32", "encoder_steps=4", "encoder_batch=4", "decoder_steps=4",
-    "decoder_batch=2", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16",
+    "image_size=64", "crop=32", "steps=4", "batch=4", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16",
     "detector.embed_dim=32", "detector.num_heads=2", "detector.blur_sigma=1.0",
 ]
 TINY_DISCOVERY = ["contrastive_steps=6", "prototype_steps=6", "batch=8", "grid=4", "embed_dim=16",

@@ -323,7 +323,7 @@ def _net(**kwargs: object) -> PrototypeDetectorNet:
 
 @pytest.mark.parametrize("frac", [0.01, 0.1, 1.0])
 def test_detector_forward_shapes_and_score(rng: np.random.Generator, frac: float) -> None:
-    net = _net(score_top_fraction=frac)
+    net = _net(score_top_fraction=frac, score_mode="top_fraction")
     x = _randn(rng, 2, 3, 64, 64)
     with torch.no_grad():
         amap, score = net(x)
@@ -335,6 +335,49 @@ def test_detector_forward_shapes_and_score(rng: np.random.Generator, frac: float
     np.testing.assert_allclose(score.numpy(), expected, rtol=1e-5, atol=1e-6)
     if frac == 1.0:
         np.testing.assert_allclose(score.numpy(), amap.numpy().reshape(2, -1).mean(1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [1, 9, 21])
+def test_max_mean_score_is_the_maximum_of_the_window_mean(rng: np.random.Generator, window: int) -> None:
+    """score_mode=max_mean: the maximum over the stride-4 map of its mean over a window (edges: mean of the
+    cells inside the map), checked against a loop on the raw discriminator map."""
+    torch.manual_seed(int(rng.integers(2**31)))
+    net = _net(blur_sigma=0.0, score_window=window)
+    net.map_norm.copy_(torch.tensor([[0.0, 1.0], [float(rng.uniform(0, 0.5)), float(rng.uniform(0.5, 2))]]))
+    x = _randn(rng, 2, 3, 64, 64)
+    with torch.no_grad():
+        _, score = net(x)
+        _, seg = net.raw_maps(x)
+    m = ((seg - net.map_norm[1, 0]) / net.map_norm[1, 1])[:, 0].numpy()
+    k = max(1, round(window / 4))
+    k += 1 - k % 2
+    r = k // 2
+    expected = [max(m[b, max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1].mean()
+                    for i in range(16) for j in range(16)) for b in range(2)]
+    np.testing.assert_allclose(score.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_discriminator_map_depends_on_the_reconstruction(rng: np.random.Generator) -> None:
+    """head_inputs=features+recon: changing only the prototype decoder changes the map; a plain
+    segmenter (head_inputs=features) ignores the decoder."""
+    torch.manual_seed(int(rng.integers(2**31)))
+    x = _randn(rng, 1, 3, 64, 64)
+    for inputs, should_change in (("features+recon", True), ("features", False)):
+        net = _net(head_inputs=inputs, map_mode="discriminator")
+        with torch.no_grad():
+            before, _ = net(x)
+            net.decoder.prototypes.add_(torch.randn_like(net.decoder.prototypes))
+            after, _ = net(x)
+        assert (not torch.allclose(before, after, atol=1e-6)) == should_change, inputs
+    with pytest.raises(ValueError, match="pass recon"):
+        _net().seg_head([torch.zeros(1, c, 4, 4) for c in (48, 96, 192)])
+
+
+def test_legacy_manifest_config_reads_with_its_build_values() -> None:
+    cfg = DetectorConfig.from_manifest({"map_mode": "fused", **SMALL})
+    assert (cfg.head_inputs, cfg.head_depth, cfg.score_mode, cfg.seg_head_width) == ("features", 1, "top_fraction", 64)
+    net = PrototypeDetectorNet(cfg)
+    assert not net.seg_head.compare and len(net.seg_head.fuse) == 4  # the pre-v0.2 head's parameter names
 
 
 def test_detector_non_square_input(rng: np.random.Generator) -> None:
@@ -377,6 +420,9 @@ def test_detector_fused_map_adds_the_segmentation_term(rng: np.random.Generator)
     "kwargs,word",
     [
         ({"map_mode": "pixel"}, "map_mode"),
+        ({"head_inputs": "image"}, "head_inputs"),
+        ({"score_mode": "mean"}, "score_mode"),
+        ({"score_window": 0}, "score_window"),
         ({"score_top_fraction": 0.0}, "score_top_fraction"),
         ({"score_top_fraction": 1.5}, "score_top_fraction"),
         ({"score_top_fraction": -0.1}, "score_top_fraction"),
@@ -412,25 +458,6 @@ def test_detector_config_round_trip(rng: np.random.Generator) -> None:
 def test_detector_rejects_wrong_number_of_level_weights() -> None:
     with pytest.raises(ConfigError, match="level_weights"):
         PrototypeDetectorNet(DetectorConfig(level_weights=(1.0, 1.0), **SMALL))
-
-
-def test_freeze_encoder_keeps_it_frozen_in_train_mode(rng: np.random.Generator) -> None:
-    net = _net()
-    net.freeze_encoder()
-    net.train()
-    assert net.training and net.decoder.training
-    assert not net.encoder.training and not net.seg_head.training
-    assert all(not m.training for m in net.encoder.modules())
-    assert all(not p.requires_grad for p in net.encoder.parameters())
-    assert all(not p.requires_grad for p in net.seg_head.parameters())
-    assert all(p.requires_grad for p in net.decoder.parameters())
-    stats = {k: v.clone() for k, v in net.encoder.state_dict().items()}
-    amap, score = net(_randn(rng, 2, 3, 64, 64))
-    score.sum().backward()
-    for k, v in net.encoder.state_dict().items():  # BatchNorm statistics did not move
-        assert torch.equal(v, stats[k]), k
-    assert net.decoder.prototypes.grad is not None
-    assert all(p.grad is None for p in net.encoder.parameters())
 
 
 def test_unfrozen_encoder_trains() -> None:
@@ -526,9 +553,9 @@ def test_inference_overrides_change_only_inference(tmp_path: Path, rng: np.rando
 
 
 def test_manifest_without_seg_head_width_reads_the_legacy_width() -> None:
-    from protoinspect.sdk.models.prototype_detector import LEGACY_SEG_HEAD_WIDTH, DetectorConfig
+    from protoinspect.sdk.models.prototype_detector import LEGACY_DEFAULTS, DetectorConfig
 
     old = {k: v for k, v in DetectorConfig().to_dict().items() if k != "seg_head_width"}
-    assert DetectorConfig.from_manifest(old).seg_head_width == LEGACY_SEG_HEAD_WIDTH == 64
+    assert DetectorConfig.from_manifest(old).seg_head_width == LEGACY_DEFAULTS["seg_head_width"] == 64
     assert DetectorConfig.from_dict(old).seg_head_width == 32  # new trainings get the new default
     assert DetectorConfig.from_manifest(DetectorConfig(seg_head_width=16).to_dict()).seg_head_width == 16

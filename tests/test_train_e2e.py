@@ -18,8 +18,7 @@ from protoinspect.training.train_detector import main as train_main
 from protoinspect.training.train_detector import train_detector
 
 TINY = [
-    "image_size=64", "encoder_crop=32", "encoder_steps=6", "encoder_batch=4", "decoder_steps=6",
-    "decoder_batch=2", "checkpoint_every=3", "min_holdout=2", "detector.num_prototypes=16",
+    "image_size=64", "crop=32", "steps=6", "batch=4", "checkpoint_every=3", "min_holdout=2", "detector.num_prototypes=16",
     "detector.embed_dim=32", "detector.num_heads=2", "detector.blur_sigma=1.0",
 ]
 
@@ -100,7 +99,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_products, tmp_path
     calls["n"] = 0
     with pytest.raises(_Interrupt):
         train_detector(tiny_products, tmp_path / "third", cfg, progress=False)
-    other = load_train_config(overrides=[*TINY, "decoder_steps=7"])
+    other = load_train_config(overrides=[*TINY, "steps=7"])
     from protoinspect.sdk.errors import ConfigError
 
     with pytest.raises(ConfigError, match="different configuration"):
@@ -125,7 +124,7 @@ def test_recalibrate_writes_a_new_bundle_and_keeps_the_old(tiny_products: list[P
     assert recalibrate_main(["--bundle", str(old), "--out", str(new), "--set", "map_mode=prototype", "--quiet"]) == 0
     assert {p.name: sha256_file(p) for p in old.iterdir()} == before  # nothing the user saved is touched
     old_m, new_m = load_bundle(old).manifest, load_bundle(new).manifest
-    assert new_m.model["config"]["map_mode"] == "prototype" and old_m.model["config"]["map_mode"] == "fused"
+    assert new_m.model["config"]["map_mode"] == "prototype" and old_m.model["config"]["map_mode"] == "discriminator"
     assert new_m.extra["recalibrated_from"] == old_m.bundle_id
     assert new_m.thresholds["image"] != old_m.thresholds["image"]
     assert new_m.thresholds["calibration"]["num_images"] == old_m.thresholds["calibration"]["num_images"]

@@ -44,36 +44,36 @@ def test_shipped_yaml_configs_load() -> None:
 def test_yaml_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
     path.write_text(
-        "decoder_steps: 7\n"
+        "steps: 7\n"
         "image_size: 128\n"
-        "encoder_crop: 64\n"
+        "crop: 64\n"
         "detector:\n"
         "  num_prototypes: 16\n"
         "  embed_dim: 32\n"
         "  num_heads: 2\n"
     )
-    cfg = load_train_config(path, ["detector.topk=3", "seed=5", "detector.map_mode=fused", "lr_decoder=5e-4",
+    cfg = load_train_config(path, ["detector.topk=3", "seed=5", "detector.map_mode=fused", "lr=5e-4",
                                    "pretrained=w.pth", "detector.level_weights=[1, 2, 0.5]"])
-    assert cfg.decoder_steps == 7
+    assert cfg.steps == 7
     assert cfg.image_size == (128, 128)
-    assert cfg.encoder_crop == 64
-    assert cfg.seed == 5 and cfg.lr_decoder == 5e-4 and cfg.pretrained == "w.pth"
+    assert cfg.crop == 64
+    assert cfg.seed == 5 and cfg.lr == 5e-4 and cfg.pretrained == "w.pth"
     assert cfg.detector.num_prototypes == 16 and cfg.detector.embed_dim == 32 and cfg.detector.num_heads == 2
     assert cfg.detector.topk == 3 and cfg.detector.map_mode == "fused"
     assert cfg.detector.level_weights == (1.0, 2.0, 0.5)
     # detector keys the file does not set keep their defaults
     assert cfg.detector.num_layers == DetectorConfig().num_layers
-    assert cfg.encoder_steps == DetectorTrainConfig().encoder_steps
+    assert cfg.batch == DetectorTrainConfig().batch
     # overrides win over the file; "none" means None
-    cfg2 = load_train_config(path, ["decoder_steps=9", "detector.topk=none"])
-    assert cfg2.decoder_steps == 9 and cfg2.detector.topk is None
+    cfg2 = load_train_config(path, ["steps=9", "detector.topk=none"])
+    assert cfg2.steps == 9 and cfg2.detector.topk is None
 
 
 def test_json_config_file(tmp_path: Path) -> None:
     path = tmp_path / "cfg.json"
-    path.write_text('{"decoder_steps": 3, "detector": {"embed_dim": 64}}')
+    path.write_text('{"steps": 3, "detector": {"embed_dim": 64}}')
     cfg = load_train_config(path)
-    assert cfg.decoder_steps == 3 and cfg.detector.embed_dim == 64
+    assert cfg.steps == 3 and cfg.detector.embed_dim == 64
 
 
 def test_apply_overrides_does_not_mutate_base() -> None:
@@ -86,15 +86,19 @@ def test_apply_overrides_does_not_mutate_base() -> None:
 @pytest.mark.parametrize(
     "override,words",
     [
-        ("decoder_stepz=3", ["decoder_stepz", "unknown key", "decoder_steps"]),
+        ("stepz=3", ["stepz", "unknown key", "steps"]),
         ("detector.num_protoypes=3", ["num_protoypes", "unknown key", "num_prototypes"]),
         ("abc", ["abc", "key=value"]),
         ("optim.lr=1", ["optim", "not a section"]),
         ("seed.x=1", ["seed", "not a section"]),
-        ("decoder_steps=0", ["decoder_steps >= 1"]),
-        ("encoder_crop=100", ["encoder_crop", "multiple of 16"]),
-        ("encoder_crop=512", ["encoder_crop", "image_size"]),
-        ("encoder_steps=-1", ["encoder_steps >= 0"]),
+        ("steps=0", ["steps >= 1"]),
+        ("crop=100", ["crop", "multiple of 16"]),
+        ("crop=512", ["crop", "image_size"]),
+        ("batch=1", ["batch >= 2"]),
+        ("device=tpu", ["device"]),
+        ("anomaly_placement=floor", ["anomaly_placement"]),
+        ("detector.head_inputs=image", ["head_inputs"]),
+        ("detector.score_mode=mean", ["score_mode"]),
         ("anomaly_fraction=1.5", ["anomaly_fraction"]),
         ("detector.map_mode=pixel", ["map_mode"]),
         ("detector.score_top_fraction=0", ["score_top_fraction"]),
@@ -108,20 +112,39 @@ def test_bad_overrides_raise_config_error(override: str, words: list[str]) -> No
         assert word in str(info.value), (word, str(info.value))
 
 
-def test_encoder_steps_zero() -> None:
-    cfg = load_train_config(None, ["encoder_steps=0", "pretrained=torchvision:DEFAULT"])
-    assert cfg.encoder_steps == 0 and cfg.pretrained == "torchvision:DEFAULT"
+def test_frozen_encoder() -> None:
+    cfg = load_train_config(None, ["train_encoder=false", "pretrained=torchvision:DEFAULT"])
+    assert cfg.train_encoder is False and cfg.pretrained == "torchvision:DEFAULT"
     # without pretrained weights it is an allowed ablation (train_detector warns that the encoder stays random)
-    assert load_train_config(None, ["encoder_steps=0"]).pretrained is None
+    assert load_train_config(None, ["train_encoder=false"]).pretrained is None
+
+
+def test_presets_load_and_unknown_preset_is_named() -> None:
+    fast = load_train_config(preset="fast")
+    assert fast.steps < DetectorTrainConfig().steps
+    assert load_train_config(preset="default") == DetectorTrainConfig()
+    assert load_train_config(preset="long").steps > DetectorTrainConfig().steps
+    assert load_train_config(None, ["steps=5"], preset="long").steps == 5  # overrides win over the preset
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*fast"):
+        load_train_config(preset="huge")
+
+
+def test_legacy_manifest_training_section_reads() -> None:
+    old = {"encoder_steps": 1500, "decoder_steps": 1000, "encoder_crop": 128, "seed": 3,
+           "detector": {"map_mode": "fused", "seg_head_width": 64}}
+    cfg = DetectorTrainConfig.from_dict(old, legacy=True)
+    assert cfg.seed == 3 and cfg.detector.head_inputs == "features" and cfg.detector.score_mode == "top_fraction"
+    with pytest.raises(ConfigError, match="encoder_steps"):
+        DetectorTrainConfig.from_dict(old)
 
 
 @pytest.mark.parametrize(
     "text,words",
     [
-        ("decoder_stepz: 3\n", ["unknown training config keys", "decoder_stepz"]),
+        ("stepz: 3\n", ["unknown training config keys", "stepz"]),
         ("detector:\n  num_protoypes: 3\n", ["unknown detector config keys", "num_protoypes"]),
         ("- 1\n- 2\n", ["top level must be a mapping"]),
-        ("decoder_steps: 0\n", ["decoder_steps"]),
+        ("steps: 0\n", ["steps"]),
     ],
 )
 def test_bad_yaml_files_raise_config_error(tmp_path: Path, text: str, words: list[str]) -> None:
@@ -350,8 +373,8 @@ def test_edge_cases_of_config_checkpoint_and_weights(tmp_path) -> None:
     from protoinspect.training.config import load_train_config
 
     yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text("decoder_steps: 3\ndetector:\n")
-    assert load_train_config(yaml_file).decoder_steps == 3
+    yaml_file.write_text("steps: 3\ndetector:\n")
+    assert load_train_config(yaml_file).steps == 3
     torch.save([1, 2], tmp_path / CHECKPOINT_NAME)
     with pytest.raises(ConfigError, match="not a ProtoInspect training checkpoint"):
         load_checkpoint(tmp_path, {})

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from protoinspect.sdk.errors import ConfigError
 from protoinspect.sdk.models.prototype_detector import PrototypeDetectorNet
+from protoinspect.training.threshold_trust import false_alarm_trust
 
 
 @torch.no_grad()
@@ -49,21 +51,41 @@ def set_map_normalisation(model: PrototypeDetectorNet, batches: list[torch.Tenso
 def calibrate_thresholds(
     model: PrototypeDetectorNet, batches: list[torch.Tensor], image_quantile: float, pixel_quantile: float
 ) -> dict[str, Any]:
-    """Thresholds from held-out normal images: quantiles of their image scores and map pixels."""
+    """Thresholds from held-out defect-free images: quantiles of their image scores and map pixels.
+
+    ``image_quantile`` is 1 - the target false-alarm rate. ``calibration`` also says how far the image
+    threshold can be trusted on these images (see :func:`protoinspect.training.threshold_trust.false_alarm_trust`):
+    ``target_false_alarm_rate``, ``num_false_alarms`` (images scoring at or above the threshold, which the
+    Inspector would flag), ``false_alarm_rate``, ``false_alarm_rate_upper`` (one-sided 95 % Clopper-Pearson),
+    ``confidence``, ``min_images_for_target``, ``target_confirmed`` and the sentence ``trust``.
+
+    Raises:
+        ConfigError: a quantile outside [0, 1] or no calibration images.
+    """
+    for name, q in (("image_quantile", image_quantile), ("pixel_quantile", pixel_quantile)):
+        if not 0.0 <= float(q) <= 1.0:
+            msg = f"{name} must be in [0, 1], got {q!r}"
+            raise ConfigError(msg)
+    if not batches or sum(len(x) for x in batches) == 0:
+        msg = "calibration needs at least one held-out defect-free image, got none"
+        raise ConfigError(msg)
     maps, scores = run_detector(model, batches)
     image_thr = float(np.quantile(scores, image_quantile))
     pixel_thr = float(np.quantile(maps, pixel_quantile))
+    # the target as the user wrote it: 1 - 0.99 is 0.010000000000000009 in floating point
+    target = round(1.0 - float(image_quantile), 12)
+    trust = false_alarm_trust(len(scores), int((scores >= image_thr).sum()), target)
     return {
         "image": image_thr,
         "pixel": pixel_thr,
         "calibration": {
             "method": "quantile of held-out defect-free images",
-            "num_images": int(len(scores)),
             "image_quantile": image_quantile,
             "pixel_quantile": pixel_quantile,
             "normal_score_mean": float(scores.mean()),
             "normal_score_std": float(scores.std()),
             "normal_score_max": float(scores.max()),
+            **trust,
         },
     }
 

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from protoinspect.training.config import load_train_config
+from protoinspect.training.demo_report import write_demo_summary
 from protoinspect.training.evaluate_detector import evaluate_detector, format_table
 from protoinspect.training.synthetic import PRODUCTS, generate_dataset
 from protoinspect.training.train_detector import train_detector
 
-DEMO_CONFIG = Path(__file__).with_name("configs") / "demo.yaml"
+DEMO_PRESET = "fast"
 
 
 def _stream_folder(dirs: Sequence[Path], out: Path) -> Path:
@@ -32,9 +33,12 @@ def _stream_folder(dirs: Sequence[Path], out: Path) -> Path:
 def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] = PRODUCTS, image_size: int = 256,
              num_train: int = 30, overrides: Sequence[str] = (), seed: int = 0, progress: bool = True,
              inspect: bool = True) -> dict:
-    """Data -> ``out/bundle`` (with ``detector.onnx``) -> ``out/metrics.json`` -> ``out/inspect/`` report.
+    """Data -> ``out/bundle`` (with ``detector.onnx``) -> ``out/metrics.json`` -> ``out/inspect/`` report
+    -> ``out/summary.html`` (per product: caught / false alarms at the threshold, score histograms, the
+    missed defects and false alarms).
 
-    Returns the evaluation report with ``total_seconds`` and, if ``inspect``, the inspect exit code.
+    Returns the evaluation report with ``total_seconds``, ``summary_report`` and, if ``inspect``, the
+    inspect exit code.
     """
     from protoinspect.export.onnx_export import export_detector_onnx, training_data_frames
 
@@ -42,10 +46,11 @@ def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] =
     t0 = time.perf_counter()
     dirs = generate_dataset(out / "data", products=products, image_size=image_size, num_train=num_train,
                             num_test_good=12, num_test_per_defect=4, seed=seed, progress=progress)
-    cfg = load_train_config(DEMO_CONFIG, [f"image_size={image_size}", f"seed={seed}", *overrides])
+    cfg = load_train_config(None, [f"image_size={image_size}", f"seed={seed}", *overrides], preset=DEMO_PRESET)
     bundle = train_detector(dirs, out / "bundle", cfg, overwrite=True, progress=progress, command="protoinspect demo")
     export_detector_onnx(bundle, real_frames=training_data_frames(bundle, per_dataset=1)[0], frames_color_order="rgb")
-    report = evaluate_detector(dirs, bundle, progress=progress)
+    report = evaluate_detector(dirs, bundle, progress=progress, per_image=True)
+    images = report.pop("images")
     (out / "metrics.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     if inspect:
         from protoinspect.sdk.inspect_cli import main as inspect_main
@@ -55,6 +60,11 @@ def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] =
                                                     "--backend", "onnxruntime", "--save-overlays",
                                                     *([] if progress else ["--quiet"])])
         report["inspect_report"] = str(out / "inspect" / "report.html")
+    links = {"metrics (JSON)": "metrics.json"}
+    if inspect:
+        links["inspection of the test stream"] = "inspect/report.html"
+    report["summary_report"] = str(write_demo_summary(out, {**report, "images": images}, title="ProtoInspect demo",
+                                                      links=links))
     report["total_seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
@@ -73,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run_demo(args.out, products=args.products, image_size=args.size, num_train=args.num_train,
                       overrides=args.set, progress=not args.quiet, inspect=not args.no_inspect)
     print(format_table(report))
+    print(f"summary: {report['summary_report']}")
     print(f"bundle:  {report['bundle']}\nmetrics: {Path(args.out) / 'metrics.json'}")
     if "inspect_report" in report:
         print(f"report:  {report['inspect_report']}")

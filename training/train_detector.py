@@ -2,9 +2,12 @@
 
     python -m protoinspect.training.train_detector --data DIR [--data DIR ...] --out BUNDLE_DIR [--config F] [--set k=v]
 
-Phase 1 learns the encoder from our own data (segmenting generic synthetic anomalies pasted onto the
-normal images) unless pretrained weights are given; phase 2 freezes it and trains the prototype
-decoder to reconstruct normal features; then thresholds are calibrated on held-out normal images.
+One joint phase (see :class:`protoinspect.training.config.DetectorTrainConfig`): synthetic anomalies
+are pasted onto normal crops; the prototype decoder learns to restore the clean features, the anomaly
+head learns to segment the anomaly from the features and their reconstruction, and the encoder learns
+through the head. Then the map normalisation and thresholds are calibrated on held-out normal images.
+Presets: ``--preset fast`` (the README demo), ``default`` (about 30 minutes for one data set on 2 CPU
+cores), ``long`` (a GPU). Under ``torchrun`` it trains data-parallel (DDP; gloo on CPU, NCCL on CUDA).
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from protoinspect.sdk.models.encoder import load_pretrained_weights
 from protoinspect.sdk.models.loading import INFERENCE_SETTINGS
 from protoinspect.sdk.models.prototype_detector import PrototypeDetectorNet
 from protoinspect.sdk.preprocess import PreprocessSpec
-from protoinspect.training.batches import BatchSampler, FeatureCache, images_to_tensor, load_resized
+from protoinspect.training.batches import BatchSampler, images_to_tensor, load_resized
 from protoinspect.training.calibration import calibrate_detector
 from protoinspect.training.checkpoint import load_checkpoint, save_checkpoint
 from protoinspect.training.config import DetectorTrainConfig, load_train_config
 from protoinspect.training.datasets import Dataset, load_dataset, validate_dataset
+from protoinspect.training.distributed import DistributedContext, setup_distributed
 from protoinspect.training.losses import dice_loss, focal_loss, reconstruction_loss
+from protoinspect.training.object_masks import object_masks
 
 log = logging.getLogger("protoinspect.train")
 
@@ -68,30 +73,40 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
 
 
-def _encoder_loss(model: PrototypeDetectorNet, sampler: BatchSampler, cfg: DetectorTrainConfig) -> torch.Tensor:
-    x, mask = sampler.encoder_batch(cfg.encoder_batch, cfg.encoder_crop, cfg.anomaly_fraction)
-    logits = model.seg_head(model.encoder(x))
-    target = F.adaptive_avg_pool2d(mask, logits.shape[-2:])
-    return focal_loss(logits, target) * 10 + dice_loss(logits, target)
-
-
-def _decoder_loss(model: PrototypeDetectorNet, cache: FeatureCache, cfg: DetectorTrainConfig) -> torch.Tensor:
-    features = cache.sample(cfg.decoder_batch)
-    recon, tokens = model.decoder.forward_with_tokens(features)
-    loss = reconstruction_loss(features, recon, model.level_weights)
-    return loss + cfg.constraint_weight * model.decoder.prototype_constraint(tokens)
+def _detector_loss(model: PrototypeDetectorNet, sampler: BatchSampler, cfg: DetectorTrainConfig,
+                   device: torch.device, amp: bool) -> torch.Tensor:
+    """One training step's loss: clean-feature restoration + coherence + anomaly segmentation."""
+    clean, augmented, mask = (t.to(device, non_blocking=True) for t in sampler.training_batch(cfg.batch, cfg.crop, cfg.anomaly_fraction))
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        features = model.encoder(augmented)
+        if cfg.restore_clean:
+            with torch.no_grad():
+                target = model.encoder(clean)
+        else:
+            target = features
+        target = [t.detach().float() for t in target]
+        inputs = [f.detach() for f in features]  # the reconstruction does not train the encoder
+        recon, tokens = model.decoder.forward_with_tokens(inputs)
+        logits = model.head_logits(features, [r.detach() for r in recon])
+    recon = [r.float() for r in recon]
+    loss = cfg.recon_weight * reconstruction_loss(target, recon, torch.ones(len(recon), device=device) / len(recon))
+    loss = loss + cfg.constraint_weight * model.decoder.prototype_constraint(tokens.float())
+    logits = logits.float()
+    seg_target = F.adaptive_avg_pool2d(mask, logits.shape[-2:])
+    return loss + focal_loss(logits, seg_target) * 10 + dice_loss(logits, seg_target)
 
 
 def _run_phase(phase: str, desc: str, params: list, steps: int, base_lr: float, loss_fn: Any,
-               sampler: BatchSampler | FeatureCache, model: PrototypeDetectorNet, cfg: DetectorTrainConfig,
-               state: dict | None, work_dir: Path, fingerprint: dict, progress: bool) -> None:
-    """One training phase: AdamW with warm-up + cosine, progress bar, periodic resumable checkpoints."""
+               sampler: BatchSampler, model: torch.nn.Module, cfg: DetectorTrainConfig,
+               state: dict | None, work_dir: Path, fingerprint: dict, progress: bool, dist: DistributedContext) -> None:
+    """One training phase: AdamW with warm-up + cosine, progress bar, periodic resumable checkpoints
+    (written by rank 0 only)."""
     opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=cfg.weight_decay)
     start = 0
     if state and state["phase"] == phase:
         opt.load_state_dict(state["optim"])
         start = state["step"]
-    bar = _progress(steps, desc, progress, start)
+    bar = _progress(steps, desc, progress and dist.is_main, start)
     for step in range(start, steps):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, base_lr)
@@ -100,9 +115,10 @@ def _run_phase(phase: str, desc: str, params: list, steps: int, base_lr: float, 
         loss.backward()
         opt.step()
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-            _save(work_dir, model, opt, phase, step + 1, sampler, fingerprint)
+        if step % 10 == 0 or step + 1 == steps:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps and dist.is_main:
+            _save(work_dir, dist.unwrap(model), opt, phase, step + 1, sampler, fingerprint)
     bar.close()
 
 
@@ -119,7 +135,7 @@ def _save(work_dir, model, opt, phase, step, sampler, fingerprint) -> None:
     save_checkpoint(work_dir, state, fingerprint)
 
 
-def _restore_rng(sampler: BatchSampler | FeatureCache, saved: str) -> None:
+def _restore_rng(sampler: BatchSampler, saved: str) -> None:
     sampler.restore(json.loads(saved))
 
 
@@ -169,6 +185,31 @@ def train_detector(
         msg = f"bundle {out} already exists; pass --overwrite or choose another --out"
         raise BundleError(msg)
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
+    dist = setup_distributed(cfg.device)
+    try:
+        return _train(data, out, cfg, dist, data_format=data_format, work=work, resume=resume, overwrite=overwrite,
+                      progress=progress, command=command)
+    finally:
+        dist.close()
+
+
+class _TrainStep(torch.nn.Module):
+    """The model plus its training loss as one module, so DDP sees every parameter in one forward."""
+
+    def __init__(self, model: PrototypeDetectorNet, sampler: BatchSampler, cfg: DetectorTrainConfig,
+                 device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.sampler = sampler
+        self.cfg = cfg
+        self.device = device
+
+    def forward(self) -> torch.Tensor:
+        return _detector_loss(self.model, self.sampler, self.cfg, self.device, amp=self.device.type == "cuda")
+
+
+def _train(data: Sequence[str | Path], out: Path, cfg: DetectorTrainConfig, dist: DistributedContext, *,
+           data_format: str, work: Path, resume: bool, overwrite: bool, progress: bool, command: str | None) -> Path:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -180,51 +221,54 @@ def train_detector(
     for ds in datasets:
         validate_dataset(ds)
     spec = PreprocessSpec(image_size=cfg.image_size)
-    train_pools, hold_pools, ds_info = [], [], []
+    train_pools, hold_pools, ds_info, placements = [], [], [], []
     for ds in datasets:
         train, hold = split_holdout(ds, cfg)
-        train_pools.append(load_resized(train, ds.channels, spec, progress))
-        hold_pools.append(load_resized(hold, ds.channels, spec, progress))
+        pool = load_resized(train, ds.channels, spec, progress and dist.is_main)
+        train_pools.append(pool)
+        hold_pools.append(load_resized(hold, ds.channels, spec, progress and dist.is_main))
+        masks, placement = object_masks(pool, cfg.anomaly_placement)
+        placements.append(masks)
         ds_info.append({"name": ds.name, "root": str(ds.root), "format": ds.format, "channels": ds.channels,
-                        "num_train": len(train), "num_holdout": len(hold)})
-        log.info("%s: %d training, %d held-out normal images", ds.name, len(train), len(hold))
+                        "num_train": len(train), "num_holdout": len(hold), **placement})
+        if dist.is_main:
+            log.info("%s: %d training, %d held-out normal images; synthetic anomalies %s", ds.name, len(train),
+                     len(hold), "on the object" if masks is not None else "anywhere")
     # inference-only settings do not change training, so a checkpoint stays valid across them
     train_relevant = cfg.to_dict()
     train_relevant["detector"] = {k: v for k, v in train_relevant["detector"].items() if k not in INFERENCE_SETTINGS}
-    fingerprint = {"config": train_relevant, "datasets": ds_info}
+    train_relevant.pop("device", None)
+    fingerprint = {"config": train_relevant, "datasets": ds_info, "world_size": dist.world_size}
     state = load_checkpoint(work, fingerprint) if resume else None
 
     model = PrototypeDetectorNet(cfg.detector)
-    if cfg.encoder_steps == 0 and not cfg.pretrained:
-        log.warning("encoder_steps=0 without pretrained weights: the encoder stays RANDOM (an ablation; "
-                    "expect near-chance detection)")
+    if not cfg.train_encoder and not cfg.pretrained:
+        log.warning("train_encoder=false without pretrained weights: the encoder stays RANDOM (an ablation)")
     if cfg.pretrained:
         load_pretrained_weights(model.encoder, cfg.detector.encoder, cfg.pretrained)
-    sampler = BatchSampler(train_pools, spec, cfg.seed)
+    sampler = BatchSampler(train_pools, spec, cfg.seed + 1000 * dist.rank, placements)
     if state:
         model.load_state_dict(state["model"])
-        if state["phase"] == "encoder":
+        if dist.is_main:
             _restore_rng(sampler, state["sampler"])
         torch.set_rng_state(state["torch_rng"])
-        log.info("resuming %s phase at step %d from %s", state["phase"], state["step"], work)
-    if cfg.encoder_steps and not (state and state["phase"] == "decoder"):
-        model.encoder.train()
-        model.seg_head.train()
-        _run_phase("encoder", "encoder (synthetic anomalies)",
-                   [*model.encoder.parameters(), *model.seg_head.parameters()], cfg.encoder_steps, cfg.lr_encoder,
-                   lambda: _encoder_loss(model, sampler, cfg), sampler, model, cfg, state, work, fingerprint, progress)
-    model.freeze_encoder()
-    cache = FeatureCache(model.encoder, train_pools, spec, cfg.seed, progress)
-    decoder_state = state if state and state["phase"] == "decoder" else None
-    if decoder_state:
-        _restore_rng(cache, decoder_state["sampler"])
+        log.info("resuming at step %d from %s", state["step"], work)
+    model.to(dist.device)
+    if not cfg.train_encoder:
+        for prm in model.encoder.parameters():
+            prm.requires_grad_(False)
     model.train()
-    _run_phase("decoder", "prototype decoder (normal images)", list(model.decoder.parameters()), cfg.decoder_steps,
-               cfg.lr_decoder, lambda: _decoder_loss(model, cache, cfg), cache, model, cfg, decoder_state, work,
-               fingerprint, progress)
+    if not cfg.train_encoder:
+        model.encoder.eval()
+    step_module = dist.wrap(_TrainStep(model, sampler, cfg, dist.device))
+    params = [prm for prm in model.parameters() if prm.requires_grad]
+    _run_phase("detector", "detector (synthetic anomalies -> restore + discriminate)", params, cfg.steps, cfg.lr,
+               step_module, sampler, model, cfg, state, work, fingerprint, progress, dist)
     train_seconds = time.perf_counter() - t0
-
-    model.eval()
+    dist.barrier()
+    if not dist.is_main:
+        return out
+    model = model.to("cpu").eval()
     hold_batches = [b for pool in hold_pools for b in batches_of(pool, spec)]
     thresholds = calibrate_detector(model, hold_batches, cfg.threshold_quantile, cfg.pixel_quantile)
     weights = serialize_weights(model)
@@ -239,7 +283,8 @@ def train_detector(
             "classes": [],
             "datasets": ds_info,
             "extra": {"training": cfg.to_dict(), "train_seconds": round(train_seconds, 1),
-                      "torch": torch.__version__, "threads": torch.get_num_threads()},
+                      "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "device": str(dist.device), "world_size": dist.world_size},
         },
         files={"detector.safetensors": weights},
         overwrite=overwrite,
@@ -259,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", required=True, help="dataset folder (repeat for several products)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--format", default="auto", choices=["auto", "mvtec", "mtd"], help="dataset layout")
-    p.add_argument("--config", help="YAML/JSON training config (see training/configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. decoder_steps=500 or detector.encoder=resnet18")
+    p.add_argument("--preset", default="default", help="training budget: fast (the README demo), default (about "
+                   "30 minutes for one data set on 2 CPU cores) or long (a GPU)")
+    p.add_argument("--config", help="YAML/JSON training config applied on top of the preset (see training/configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. steps=500 or detector.encoder=resnet18")
     p.add_argument("--pretrained", help="encoder weights: a local .pth/.safetensors file or torchvision:DEFAULT")
     p.add_argument("--work-dir", help="checkpoint folder (default <out>.work)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
@@ -277,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pretrained:
         overrides.append(f"pretrained={args.pretrained}")
     try:
-        cfg = load_train_config(args.config, overrides)
+        cfg = load_train_config(args.config, overrides, preset=args.preset)
         out = train_detector(args.data, args.out, cfg, data_format=args.format, work_dir=args.work_dir,
                              resume=not args.no_resume, overwrite=args.overwrite, progress=not args.quiet,
                              command=shlex.join(["python", "-m", "protoinspect.training.train_detector", *(argv or sys.argv[1:])]))

@@ -12,7 +12,8 @@ if TYPE_CHECKING:  # torch is imported only when a net is built
     from protoinspect.sdk.models.prototype_detector import PrototypeDetectorNet
 
 # detector settings that only change inference, not the weights (safe to override for ablations)
-INFERENCE_SETTINGS = ("map_mode", "score_top_fraction", "blur_sigma", "level_weights", "attention_impl")
+INFERENCE_SETTINGS = ("map_mode", "score_mode", "score_window", "score_top_fraction", "blur_sigma", "level_weights",
+                      "attention_impl")
 
 
 def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | None = None) -> PrototypeDetectorNet:
