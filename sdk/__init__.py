@@ -17,7 +17,7 @@ from protoinspect.sdk.inspector import Inspector
 from protoinspect.sdk.preprocess import PreprocessSpec
 from protoinspect.sdk.result import Defect, InspectionResult, Verdict
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BackendError",
