@@ -32,20 +32,21 @@ def _as_float(value: Any) -> float:
         return math.nan
 
 
-def _check_confidence(confidence: float) -> float:
-    c = _as_float(confidence)
-    if not 0.0 < c < 1.0:
-        msg = f"confidence must be in (0, 1), got {confidence!r}"
+def _in_open_unit(value: Any, what: str, hint: str = "") -> float:
+    """``value`` as a float strictly between 0 and 1, else a ConfigError naming ``what``."""
+    v = _as_float(value)
+    if not 0.0 < v < 1.0:
+        msg = f"{what} must be in (0, 1){hint}, got {value!r}"
         raise ConfigError(msg)
-    return c
+    return v
+
+
+def _check_confidence(confidence: float) -> float:
+    return _in_open_unit(confidence, "confidence")
 
 
 def _check_rate(rate: float, what: str) -> float:
-    r = _as_float(rate)
-    if not 0.0 < r < 1.0:
-        msg = f"{what} must be in (0, 1) (e.g. 0.01 for 1 %), got {rate!r}"
-        raise ConfigError(msg)
-    return r
+    return _in_open_unit(rate, what, " (e.g. 0.01 for 1 %)")
 
 
 def _as_count(value: Any, what: str) -> int:

@@ -254,12 +254,11 @@ def _train(data: Sequence[str | Path], out: Path, cfg: DetectorTrainConfig, dist
         torch.set_rng_state(state["torch_rng"])
         log.info("resuming at step %d from %s", state["step"], work)
     model.to(dist.device)
-    if not cfg.train_encoder:
+    model.train()
+    if not cfg.train_encoder:  # frozen: no gradients, no BatchNorm statistics updates
+        model.encoder.eval()
         for prm in model.encoder.parameters():
             prm.requires_grad_(False)
-    model.train()
-    if not cfg.train_encoder:
-        model.encoder.eval()
     step_module = dist.wrap(_TrainStep(model, sampler, cfg, dist.device))
     params = [prm for prm in model.parameters() if prm.requires_grad]
     _run_phase("detector", "detector (synthetic anomalies -> restore + discriminate)", params, cfg.steps, cfg.lr,

@@ -276,11 +276,10 @@ class PrototypeDetectorNet(nn.Module):
             seg = (seg - self.map_norm[1, 0]) / self.map_norm[1, 1]
             amap = seg if amap is None else amap + seg
         amap4 = self._blur(amap)
+        amap = F.interpolate(amap4, size=size, mode="bilinear", align_corners=False)
         if self.config.score_mode == "max_mean":
             score = self.max_mean_score(amap4)
-            amap = F.interpolate(amap4, size=size, mode="bilinear", align_corners=False)
         else:  # the pre-v0.2 score: top fraction of the full-resolution map
-            amap = F.interpolate(amap4, size=size, mode="bilinear", align_corners=False)
             flat = amap.flatten(1)
             k = max(1, int(int(flat.shape[1]) * self.config.score_top_fraction + 0.5))  # static under tracing
             score = torch.topk(flat, k, dim=1).values.mean(dim=1)
