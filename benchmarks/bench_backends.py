@@ -54,7 +54,7 @@ def _skip_reason(name: str, bundle_path: Path) -> str | None:
         return "needs TensorRT and a CUDA GPU (tensorrt / pycuda not installed)"
     from protoinspect.sdk.backends.trt_sidecar import engine_entries
 
-    if not engine_entries(load_bundle(bundle_path, verify=False).manifest.extra, "detector.onnx"):
+    if not engine_entries(load_bundle(bundle_path, verify=False).manifest.tensorrt, "detector.onnx"):
         return f"no TensorRT engine in the bundle: run python export/build_engine.py {bundle_path} --precision fp16"
     return None
 

@@ -14,7 +14,8 @@ adds an optimisation profile over the batch axis (1 / opt / max), loads and save
 sets the builder optimisation level and the DLA core (GPU fallback on), and serialises the engine.
 Each engine is then run next to ONNX Runtime (CPU) on random frames and calibration images with the
 tolerances of :mod:`protoinspect.export.trt_parity`; only if every engine passes are ``<stem>.<precision>.sm<cc>.engine``
-and its sidecar ``.engine.json`` added to the bundle and listed in ``manifest.extra["tensorrt"]``.
+and its sidecar ``.engine.json`` added to the bundle and listed in ``manifest.extra["tensorrt"]``
+(``bundle.manifest.tensorrt``; the manifest's digest is recomputed by :func:`protoinspect.sdk.bundle.add_files`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ from protoinspect.export.trt_parity import batch_slices, compare_outputs, detect
 from protoinspect.sdk._imports import require  # noqa: E402
 from protoinspect.sdk.backends.base import onnx_file_name  # noqa: E402
 from protoinspect.sdk.backends.trt_sidecar import EXTRA_KEY, engine_file_name, make_sidecar, sidecar_file_name  # noqa: E402
+from protoinspect.sdk import config_codec  # noqa: E402
 from protoinspect.sdk.bundle import Bundle, add_files, load_bundle  # noqa: E402
+from protoinspect.sdk.manifest_sections import EngineRecord, TensorRTSection  # noqa: E402
 from protoinspect.sdk.errors import BundleError, ProtoInspectError  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -174,13 +177,10 @@ def _build_one(trt: Any, cuda: Any, gpu: Any, bundle: Bundle, onnx_file: str, op
         tensorrt_version=trt.__version__, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
         precision=plan.precision, profile=shapes, dla_core=plan.dla_core,
         built_utc=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        builder={"requested_precision": options.precision, "trt_major": plan.trt_major,
-                 "strongly_typed": plan.strongly_typed, "flags": list(plan.builder_flags),
-                 "onnx_converted_fp16": plan.convert_fp16, "workspace_gib": options.workspace_gib,
-                 "builder_optimization_level": options.builder_optimization_level, "max_batch": options.max_batch,
-                 "opt_batch": options.opt_batch, "gpu_fallback": plan.dla_core is not None,
-                 "timing_cache": None if options.timing_cache is None else str(options.timing_cache),
-                 "calib_dir": None if options.calib_dir is None else str(options.calib_dir),
+        builder={"requested_precision": options.precision,
+                 **{k: v for k, v in options.to_dict().items() if k != "precision"},
+                 "trt_major": plan.trt_major, "strongly_typed": plan.strongly_typed, "flags": list(plan.builder_flags),
+                 "onnx_converted_fp16": plan.convert_fp16, "gpu_fallback": plan.dla_core is not None,
                  "calibration": calibration, "notes": list(plan.notes), "build_seconds": round(seconds, 2)},
         extra={"host": host_summary()})
     logger.info("built %s in %.1f s (%.1f MB)", engine_file, seconds, len(serialized) / 1e6)
@@ -267,16 +267,17 @@ def build_engine(bundle_dir: str | Path, *, precision: str = "fp16", calib_dir: 
                                            "the bundle was not changed")
     finally:
         gpu.release()
-    info = bundle.manifest.extra.get(EXTRA_KEY)
-    entries = dict(info.get("engines", {})) if isinstance(info, dict) else {}
+    section = bundle.manifest.tensorrt or TensorRTSection()
+    engines = dict(section.engines)
     files_out: dict[str, bytes] = {}
     for e in built:
         files_out[e.engine_file] = e.data
         files_out[sidecar_file_name(e.engine_file)] = (json.dumps(e.sidecar, indent=2, sort_keys=True) + "\n").encode()
-        entries[e.engine_file] = {k: e.sidecar[k] for k in ("onnx_file", "precision", "compute_capability",
-                                                            "tensorrt_version", "dla_core", "gpu_name")}
-        entries[e.engine_file]["sidecar"] = sidecar_file_name(e.engine_file)
-    add_files(bundle.path, files_out, extra={EXTRA_KEY: {"engines": entries}})
+        recorded = ("onnx_file", "precision", "compute_capability", "tensorrt_version", "dla_core", "gpu_name")
+        engines[e.engine_file] = EngineRecord(**{k: e.sidecar[k] for k in recorded},
+                                              sidecar=sidecar_file_name(e.engine_file))
+    section = dataclasses.replace(section, engines=engines)
+    add_files(bundle.path, files_out, extra={EXTRA_KEY: config_codec.to_dict(section)})
     return [{**e.sidecar, "path": str(bundle.path / e.engine_file)} for e in built]
 
 

@@ -4,7 +4,7 @@ The default export (:mod:`protoinspect.export.onnx_export`) writes the attention
 Softmax, MatMul), which TensorRT fuses itself. This variant replaces every prototype cross-attention of
 the decoder (reconstruction through the prototypes and, with dynamic prototypes, the aggregation into
 them) by one node ``protoinspect::prototype_attention`` that TensorRT's ONNX parser maps to the AOT
-plugin of :mod:`protoinspect.kernels.trt_plugins` (op type = plugin name, string attribute ``plugin_namespace``,
+plugin of :mod:`protoinspect.export.trt_plugins` (op type = plugin name, string attribute ``plugin_namespace``,
 int attribute ``aot = 1``, float attribute ``scale``). The node has two outputs, ``out`` (like q) and
 ``lse`` (B x H x N float32); only ``out`` is used by the graph.
 
@@ -12,8 +12,9 @@ Usage::
 
     python -m protoinspect.export.onnx_custom_ops BUNDLE --out detector.plugins.onnx
 
-Building an engine from it needs TensorRT >= 10.9 and ``protoinspect.kernels.trt_plugins.register_plugins()`` in the
-building process. ONNX Runtime cannot run this file (it has no kernel for the custom op).
+Building an engine from it needs TensorRT >= 10.9 and ``protoinspect.export.trt_plugins.register_plugins()`` in the
+building process (not in the process that runs the engine: the AOT plugins' kernels are embedded in it).
+ONNX Runtime cannot run this file (it has no kernel for the custom op).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from protoinspect.export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
-from protoinspect.kernels.trt_plugins import PLUGIN_NAMESPACE, PROTOTYPE_ATTENTION
+from protoinspect.export.trt_plugins import PLUGIN_NAMESPACE, PROTOTYPE_ATTENTION, plugin_layers
+from protoinspect.kernels.attention_reference import prototype_attention_reference
 from protoinspect.sdk.errors import ConfigError, ExportError, ProtoInspectError
-from protoinspect.sdk.models.prototype_decoder import prototype_attention_reference
+from protoinspect.sdk.models.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorGraph
 
 CUSTOM_OPSET = 1
 DEFAULT_OPSET = 17
@@ -90,7 +91,8 @@ def export_detector_custom_ops(bundle_dir: str | Path, out_path: str | Path, *, 
     """Export the bundle's detector with plugin attention nodes to ``out_path`` (the bundle is not changed).
 
     Returns:
-        ``{"path", "opset", "custom_nodes", "plugin"}``.
+        ``{"path", "opset", "custom_nodes", "plugin", "plugins"}``; ``plugins`` is the entry for the sidecar of
+        an engine built from the file (:func:`protoinspect.export.trt_plugins.plugin_layers`: all AOT).
 
     Raises:
         BundleError: the bundle is invalid. ConfigError: a topk decoder.
@@ -109,7 +111,7 @@ def export_detector_custom_ops(bundle_dir: str | Path, out_path: str | Path, *, 
     if net.config.topk is not None:
         raise ConfigError(f"detector uses topk={net.config.topk}: the plugin computes full softmax attention")
     swapped = use_plugin_attention(net.decoder)
-    module = DetectorExportModule(net, spec).eval()
+    module = DetectorGraph(net, spec).eval()
     h, w = spec.image_size
     out = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="protoinspect-plugins-") as tmp:
@@ -134,7 +136,7 @@ def export_detector_custom_ops(bundle_dir: str | Path, out_path: str | Path, *, 
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(path.read_bytes())
     return {"path": str(out), "opset": opset, "custom_nodes": len(nodes),
-            "plugin": f"{PLUGIN_NAMESPACE}::{PROTOTYPE_ATTENTION}"}
+            "plugin": f"{PLUGIN_NAMESPACE}::{PROTOTYPE_ATTENTION}", "plugins": plugin_layers(model)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         info = export_detector_custom_ops(args.bundle, args.out, opset=args.opset)
     except ProtoInspectError as exc:
-        from protoinspect.sdk.cli import report_error
+        from protoinspect.sdk.errors import report_error
 
         return report_error(exc)
     print(f"wrote {info['path']}: {info['custom_nodes']} {info['plugin']} nodes (opset {info['opset']})")

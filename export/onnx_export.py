@@ -16,7 +16,7 @@ After export the graph is linted against TensorRT 10's ONNX parser support matri
 real frames given) in batches of 1 and 3; ``detector.onnx`` is added to the bundle and described
 in the manifest's ``extra["onnx"]`` (I/O names, dtypes, shapes, opset, lint and parity results).
 
-The graph's module and I/O names live in :mod:`protoinspect.export.detector_graph`, the lint in
+The graph's module and I/O names live in :mod:`protoinspect.sdk.models.detector_graph`, the lint in
 :mod:`protoinspect.export.onnx_lint`, the parity check in :mod:`protoinspect.export.onnx_parity`; their public names are
 re-exported here.
 """
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 # Re-exported: protoinspect.export.onnx_export stays the one import point for the export API.
-from protoinspect.export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
+from protoinspect.sdk.models.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorGraph
 from protoinspect.export.onnx_lint import lint_onnx
 from protoinspect.export.onnx_parity import (
     MAP_ATOL,
@@ -52,7 +52,7 @@ from protoinspect.export.trt_ops import (
     TRT_MAX_OPSET,
     TRT_MIN_OPSET,
 )
-from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import ConfigError, ExportError, ProtoInspectError
 from protoinspect.sdk.preprocess import ColorOrder, resize_to_rgb
 
@@ -72,7 +72,7 @@ __all__ = [
     "TRT_DOC_VERSION",
     "TRT_MAX_OPSET",
     "TRT_MIN_OPSET",
-    "DetectorExportModule",
+    "DetectorGraph",
     "export_detector_onnx",
     "format_parity",
     "lint_onnx",
@@ -143,7 +143,7 @@ def _io_signature(onnx_path: Path, image_size: tuple[int, int],
     return inputs, outputs
 
 
-def _feature_shape(module: DetectorExportModule) -> tuple[int, int, int]:
+def _feature_shape(module: DetectorGraph) -> tuple[int, int, int]:
     """(C, h, w) of the ``features`` output, from one torch forward at model size."""
     h, w = module.image_size
     with torch.no_grad():
@@ -177,7 +177,7 @@ def _pin_output_shapes(path: Path, image_size: tuple[int, int], feature_shape: t
     onnx.save(model, str(path))
 
 
-def _torch_export(module: DetectorExportModule, path: Path, opset: int) -> None:
+def _torch_export(module: DetectorGraph, path: Path, opset: int) -> None:
     h, w = module.image_size
     # batch 2 so that no size is specialised to 1; H and W are fixed (the bundle's model size), which
     # is what the tracer warnings about shapes turned into Python numbers refer to.
@@ -253,7 +253,7 @@ def export_detector_onnx(
     bundle = load_bundle(bundle_dir)
     spec = bundle.manifest.preprocess_spec
     net = load_detector_net(bundle)
-    module = DetectorExportModule(net, spec).eval()
+    module = DetectorGraph(net, spec).eval()
     h, w = spec.image_size
 
     with tempfile.TemporaryDirectory(prefix="protoinspect-onnx-") as tmp:
@@ -303,38 +303,10 @@ def export_detector_onnx(
 
 
 def _read_frames(paths: Sequence[str]) -> list[np.ndarray]:
-    from protoinspect.training.image_io import probe_mode, read_image
+    """Images named on the command line, as BGR frames (what a camera gives the Inspector)."""
+    from protoinspect.sdk.sources import read_image
 
-    return [read_image(p, probe_mode(p)) for p in paths]  # gray or RGB
-
-
-def training_data_frames(bundle: str | Path, per_dataset: int = 2) -> tuple[list[np.ndarray], list[str]]:
-    """Real frames for the parity check: the first anomalous and normal test images of each dataset the
-    bundle was trained on, where those folders still exist on this machine.
-
-    Returns:
-        (RGB/gray frames, their paths); empty when no recorded dataset is reachable.
-    """
-    from protoinspect.training.datasets import load_dataset
-
-    from protoinspect.sdk.bundle import load_bundle
-
-    frames: list[np.ndarray] = []
-    paths: list[str] = []
-    for info in load_bundle(bundle).manifest.datasets:
-        root = info.get("root") if isinstance(info, dict) else None
-        if not root or not Path(root).is_dir():
-            continue
-        try:
-            ds = load_dataset(root, info.get("format", "auto"))
-        except ProtoInspectError:
-            continue  # moved or changed data: the check still has its random frames
-        picks = [s for s in ds.test if s.label == 1][: per_dataset - per_dataset // 2]
-        picks += [s for s in ds.test if s.label == 0][: per_dataset // 2] or ds.train[: per_dataset // 2]
-        found = [str(s.image_path) for s in picks]
-        frames += _read_frames(found)
-        paths += found
-    return frames, paths
+    return [read_image(Path(p)) for p in paths]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,20 +323,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-verify", action="store_true", help="skip the torch/onnxruntime parity check")
     p.add_argument("--num-random", type=int, default=4, help="random frames in the parity check (default 4)")
     p.add_argument("--frames", nargs="+", default=[], metavar="IMAGE",
-                   help="real images (any size) to include in the parity check (default: two test images of "
-                   "each training dataset recorded in the bundle, when those folders exist here)")
+                   help="real images (any size) to include in the parity check (`protoinspect export` adds two "
+                   "test images of each training dataset recorded in the bundle, when those folders exist here)")
     args = p.parse_args(argv)
     try:
         frames: list[np.ndarray] = []
         if not args.no_verify:
-            if args.frames:
-                frames = _read_frames(args.frames)
-            else:
-                frames, found = training_data_frames(args.bundle)
-                print(f"parity frames: {args.num_random} random + {len(frames)} real from the bundle's training "
-                      f"data{': ' + ', '.join(found) if found else ' (none reachable; give --frames)'}")
+            frames = _read_frames(args.frames)
+            print(f"parity frames: {args.num_random} random + {len(frames)} real"
+                  f"{': ' + ', '.join(args.frames) if args.frames else ' (give --frames IMAGE ...)'}")
         info = export_detector_onnx(args.bundle, opset=args.opset, verify=not args.no_verify,
-                                    num_random=args.num_random, real_frames=frames, frames_color_order="rgb")
+                                    num_random=args.num_random, real_frames=frames, frames_color_order="bgr")
     except ProtoInspectError as exc:
         return report_error(exc)
     size = Path(info["path"]).stat().st_size
@@ -376,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_parity(info["parity"]))
     from protoinspect.sdk.bundle import load_bundle
-    from protoinspect.sdk.stages.discovery import has_classifier
+    from protoinspect.sdk.backends.classifier_base import has_classifier
 
     if has_classifier(load_bundle(args.bundle)):
         from protoinspect.export.classifier_export import export_classifier_onnx

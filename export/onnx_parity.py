@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from protoinspect.export.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorExportModule
+from protoinspect.sdk.models.detector_graph import INPUT_NAME, OUTPUT_NAMES, DetectorGraph
 from protoinspect.sdk.errors import ConfigError, ExportError, InputError
 from protoinspect.sdk.preprocess import PreprocessSpec
 
@@ -88,7 +88,7 @@ def verify_onnx_parity(
     """Run torch and onnxruntime (CPU) on the same uint8 frames and compare their outputs.
 
     Args:
-        net_or_module: a :class:`DetectorExportModule`, or a bare ``PrototypeDetectorNet`` together
+        net_or_module: a :class:`DetectorGraph`, or a bare ``PrototypeDetectorNet`` together
             with ``spec`` (then wrapped).
         onnx_path: the exported graph (input ``image``, outputs ``anomaly_map`` and ``score``).
         images_uint8: N x H x W x 3 uint8 RGB frames at model size (array or list of arrays); run in
@@ -108,11 +108,11 @@ def verify_onnx_parity(
         InputError: frames of the wrong dtype or shape.
     """
     module = net_or_module
-    if not isinstance(module, DetectorExportModule):
+    if not isinstance(module, DetectorGraph):
         if spec is None:
             msg = "verify_onnx_parity needs spec= (the bundle's PreprocessSpec) when given a bare detector net"
             raise ConfigError(msg)
-        module = DetectorExportModule(module, spec)
+        module = DetectorGraph(module, spec)
     module = module.eval()
     images = _as_batch(images_uint8)
     h, w = module.image_size

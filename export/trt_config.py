@@ -15,10 +15,12 @@ nodes in the ONNX file.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk.backends.trt_sidecar import PRECISIONS, version_key
 from protoinspect.sdk.errors import ConfigError, ExportError
 
@@ -103,6 +105,15 @@ class BuildOptions:
     def workspace_bytes(self) -> int:
         """``workspace_gib`` in bytes."""
         return int(self.workspace_gib * (1 << 30))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (paths as strings), as recorded in an engine's sidecar (:func:`protoinspect.sdk.config_codec.to_dict`)."""
+        return config_codec.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BuildOptions:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (:mod:`protoinspect.sdk.config_codec`)."""
+        return config_codec.from_dict(cls, d)
 
 
 @dataclass(frozen=True)

@@ -1,66 +1,64 @@
-"""Triton kernels (the ``triton`` extra) and their PyTorch references; importing this package imports no triton.
+"""Triton attention kernels (the ``triton`` extra) and their PyTorch references; importing this package imports
+neither triton nor torch.
 
 Public names resolve lazily, on first use::
 
-    from protoinspect.kernels import prototype_attention, region_guided_attention  # imports triton now
+    from protoinspect.kernels import prototype_attention, region_guided_attention  # launchers: imports triton
+    from protoinspect.kernels import prototype_attention_reference                  # references: torch only
 
-``protoinspect.kernels.prototype_attention`` and ``protoinspect.kernels.region_guided_attention`` are always the launcher functions,
-even after their modules were imported: ``from protoinspect.kernels.prototype_attention import ...`` works as usual, but
-``import protoinspect.kernels.prototype_attention as m`` binds the function; use ``importlib.import_module`` for the module.
-Without triton installed, resolving a kernel name raises ``MissingDependencyError``; the error types
-(``KernelDtypeError``, ``KernelBackwardUnsupportedError``) need only torch.
+Modules: ``attention_reference`` (the PyTorch specification of both ops), ``prototype_attention_kernel`` and
+``region_guided_attention_kernel`` (the ``@triton.jit`` kernels and their launchers),
+``prototype_attention_backward``, ``launch_checks``, ``autotune_tiles``, ``mma``, ``triton_loader`` and
+``errors``. Without triton installed, resolving a launcher raises :class:`TritonNotInstalledError` (an
+``ImportError`` naming ``pip install "protoinspect[triton]"``); the references and the error types need no triton.
+The kernels depend on torch, triton and the standard library only.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
+from protoinspect.kernels.errors import (
+    KernelBackwardUnsupportedError,
+    KernelDtypeError,
+    KernelError,
+    KernelInputError,
+    TritonNotInstalledError,
+)
+
 _EXPORTS: dict[str, str] = {
-    "prototype_attention": "protoinspect.kernels.prototype_attention",
-    "prototype_attention_reference": "protoinspect.kernels.prototype_attention",
-    "PrototypeAttentionFunction": "protoinspect.kernels.prototype_attention",
-    "region_guided_attention": "protoinspect.kernels.region_guided_attention",
-    "region_guided_attention_reference": "protoinspect.kernels.region_guided_attention",
-    "KernelDtypeError": "protoinspect.kernels.launch_checks",
-    "KernelBackwardUnsupportedError": "protoinspect.kernels.launch_checks",
+    "prototype_attention": "protoinspect.kernels.prototype_attention_kernel",
+    "PrototypeAttentionFunction": "protoinspect.kernels.prototype_attention_kernel",
+    "region_guided_attention": "protoinspect.kernels.region_guided_attention_kernel",
+    "prototype_attention_reference": "protoinspect.kernels.attention_reference",
+    "region_guided_attention_reference": "protoinspect.kernels.attention_reference",
 }
 
-__all__ = [  # noqa: RUF022 -- grouped by module, as in _EXPORTS
+__all__ = [  # noqa: RUF022 -- launchers, references, then errors
     "prototype_attention",
-    "prototype_attention_reference",
     "PrototypeAttentionFunction",
     "region_guided_attention",
+    "prototype_attention_reference",
     "region_guided_attention_reference",
+    "KernelError",
+    "KernelInputError",
     "KernelDtypeError",
     "KernelBackwardUnsupportedError",
+    "TritonNotInstalledError",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use (PEP 562) and cache the value here."""
     module = _EXPORTS.get(name)
     if module is None:
         msg = f"module {__name__!r} has no attribute {name!r}"
         raise AttributeError(msg)
     value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # cache; bypasses the guard below
+    globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
-
-
-class _KernelsPackage(types.ModuleType):
-    """Keeps the launcher names bound to functions: importing ``protoinspect.kernels.prototype_attention`` (the module)
-    would otherwise rebind the package attribute ``prototype_attention`` to the module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _KernelsPackage

@@ -1,6 +1,6 @@
 """Validation shared by the kernel launchers: device, dtype, shapes, head dim, scale and row ranges.
 
-Imports torch and ``protoinspect.sdk.errors`` only (no triton), so the error types can be caught without the extra.
+Imports torch and :mod:`protoinspect.kernels.errors` only (no triton), so the references can use it without the extra.
 """
 
 from __future__ import annotations
@@ -10,20 +10,12 @@ import math
 
 import torch
 
-from protoinspect.sdk.errors import InputError, ProtoInspectError
+from protoinspect.kernels.errors import KernelDtypeError, KernelInputError
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
 MIN_DOT_DIM = 16  # tl.dot needs every block dimension >= 16
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * LOG2E): the kernels work in log2 units
-
-
-class KernelDtypeError(InputError, TypeError):
-    """A kernel input is not a float32/float16/bfloat16 tensor, or the inputs' dtypes differ."""
-
-
-class KernelBackwardUnsupportedError(ProtoInspectError, NotImplementedError):
-    """A forward-only kernel was called on inputs that require grad; use its ``*_reference`` for training."""
 
 
 def check_tensors(op: str, tensors: dict[str, torch.Tensor], *, interpreted: bool) -> torch.device:
@@ -39,7 +31,7 @@ def check_tensors(op: str, tensors: dict[str, torch.Tensor], *, interpreted: boo
 
     Raises:
         KernelDtypeError: a non-tensor, an unsupported dtype, or mixed dtypes.
-        InputError: mixed devices, or a device the kernels cannot run on.
+        KernelInputError: mixed devices, or a device the kernels cannot run on.
     """
     for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
@@ -55,26 +47,26 @@ def check_tensors(op: str, tensors: dict[str, torch.Tensor], *, interpreted: boo
     if len({t.device for t in tensors.values()}) > 1:
         got = ", ".join(f"{name}={t.device}" for name, t in tensors.items())
         msg = f"{op}: all inputs must be on the same device, got {got}"
-        raise InputError(msg)
+        raise KernelInputError(msg)
     device = next(iter(tensors.values())).device
     if device.type == "cuda" or (device.type == "cpu" and interpreted):
         return device
     msg = (f"{op}: the Triton kernels need CUDA tensors, or CPU tensors with the Triton interpreter "
            f"(TRITON_INTERPRET=1 set before triton is imported; slow, for tests); got tensors on {device}. "
            f"Use the *_reference function to run on {device.type}.")
-    raise InputError(msg)
+    raise KernelInputError(msg)
 
 
-def shape_error(op: str, name: str, tensor: torch.Tensor, expected: str) -> InputError:
+def shape_error(op: str, name: str, tensor: torch.Tensor, expected: str) -> KernelInputError:
     """The error for ``tensor`` not having the ``expected`` layout (e.g. ``"B x H x N x D (rank 4)"``)."""
-    return InputError(f"{op}: {name} must be {expected}, got shape {tuple(tensor.shape)}")
+    return KernelInputError(f"{op}: {name} must be {expected}, got shape {tuple(tensor.shape)}")
 
 
 def padded_head_dim(op: str, head_dim: int) -> int:
-    """The power-of-two block width (>= 16) that holds ``head_dim``; raise InputError outside 1..256."""
+    """The power-of-two block width (>= 16) that holds ``head_dim``; raise KernelInputError outside 1..256."""
     if not 1 <= head_dim <= MAX_HEAD_DIM:
         msg = f"{op}: head dim D must be in 1..{MAX_HEAD_DIM}, got D={head_dim}"
-        raise InputError(msg)
+        raise KernelInputError(msg)
     return max(MIN_DOT_DIM, 1 << (head_dim - 1).bit_length())
 
 
@@ -84,7 +76,7 @@ def resolve_scale(op: str, scale: float | None, head_dim: int) -> float:
         return 1.0 / math.sqrt(head_dim)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         msg = f"{op}: scale must be a finite float or None, got {scale!r}"
-        raise InputError(msg)
+        raise KernelInputError(msg)
     return float(scale)
 
 
@@ -94,15 +86,15 @@ def resolve_rows(op: str, rows: slice | None, n: int) -> tuple[int, int]:
         return 0, n
     if not isinstance(rows, slice):
         msg = f"{op}: bias_rows must be None or a slice of query rows (e.g. slice(0, 1)), got {rows!r}"
-        raise InputError(msg)
+        raise KernelInputError(msg)
     try:
         start, stop, step = rows.indices(n)
     except TypeError as exc:
         msg = f"{op}: bias_rows must be a slice of ints, got {rows!r}"
-        raise InputError(msg) from exc
+        raise KernelInputError(msg) from exc
     if step != 1:
         msg = f"{op}: bias_rows must be a contiguous slice (step 1), got {rows!r}"
-        raise InputError(msg)
+        raise KernelInputError(msg)
     return start, max(start, stop)
 
 
@@ -117,7 +109,7 @@ def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def dot_options(dtype: torch.dtype, *, interpreted: bool) -> dict[str, object]:
-    """Constexprs for ``triton_import.mma``: IEEE fp32 dots for fp32 inputs (no TF32, so fp32 matches the
+    """Constexprs for ``kernels/mma.py``: IEEE fp32 dots for fp32 inputs (no TF32, so fp32 matches the
     reference to ~1e-5); bf16 operands upcast only under the interpreter (it mis-multiplies bf16)."""
     return {"DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32",
             "DOT_UPCAST": interpreted and dtype == torch.bfloat16}

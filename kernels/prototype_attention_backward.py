@@ -1,4 +1,4 @@
-"""Backward of the fused prototype cross-attention (kernels/prototype_attention.py), recomputing P blockwise.
+"""Backward of the fused prototype cross-attention (kernels/prototype_attention_kernel.py), recomputing P blockwise.
 
 Shapes as in the forward (B batch, H heads, N tokens, M prototypes, D head dim); lse = log sum_j exp(S_ij)
 (B x H x N, fp32, kept by the forward in log2 units) gives P_ij = exp(S_ij - lse_i) without a second softmax:
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from protoinspect.kernels.autotune_tiles import INTERPRET_CONFIGS, gpu_configs
 from protoinspect.kernels.launch_checks import LOG2E, device_guard, dot_options, padded_head_dim, strides4
-from protoinspect.kernels.triton_import import INTERPRET_CONFIGS, gpu_configs, import_triton, interpreter_requested, mma
+from protoinspect.kernels.mma import mma
+from protoinspect.kernels.triton_loader import import_triton, interpreter_requested
 
 triton, tl = import_triton()
 

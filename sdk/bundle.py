@@ -10,7 +10,10 @@ Layout::
         manifest.json           # written last; lists every artefact with its sha256 and size
         detector.safetensors    # weights (later also *.onnx, prototypes.npy, *.engine(.json), ...)
 
-Writes are crash-safe: every file is fsync-ed and put in place by a rename, ``manifest.json`` last.
+Writes are crash-safe: every file is fsync-ed and put in place by a rename, ``manifest.json`` last
+(:mod:`protoinspect.sdk.bundle_files`). The manifest is tamper-evident: it carries a ``digest`` of its whole
+content, which lists every file's sha256, so an edited threshold or class name is refused at load like a
+changed file (:mod:`protoinspect.sdk.manifest_digest`, which also states the policy for older, unsealed bundles).
 The manifest schema itself (:class:`Manifest`) lives in :mod:`protoinspect.sdk.manifest` and is re-exported here.
 """
 
@@ -19,17 +22,29 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any
 
+from protoinspect.sdk.bundle_files import (
+    CHUNK_BYTES as CHUNK_BYTES,  # re-exported: public names of protoinspect.sdk.bundle before the split
+)
+from protoinspect.sdk.bundle_files import (
+    FileSource,
+    check_sources,
+    copy_source,
+    fsync_dir,
+    sha256_file,
+    swap_into_place,
+    write_text_fsync,
+)
 from protoinspect.sdk.errors import BundleError
 from protoinspect.sdk.manifest import (
     FORMAT,
@@ -37,104 +52,16 @@ from protoinspect.sdk.manifest import (
     MANIFEST_NAME,
     RECREATE_HINT,
     Manifest,
-    _build_manifest_dict,
-    _finalise,
     check_file_name,
     compute_bundle_id,
 )
-from protoinspect.sdk.manifest import REEXPORT_HINT as REEXPORT_HINT  # re-exported: public names of protoinspect.sdk.bundle before the split
+from protoinspect.sdk.manifest import REEXPORT_HINT as REEXPORT_HINT  # re-exported: public names before the split
 from protoinspect.sdk.manifest import UPGRADE_HINT as UPGRADE_HINT
+from protoinspect.sdk.manifest_digest import UPGRADE_COMMAND
+from protoinspect.sdk.manifest_writer import build_manifest_dict, seal
 
-CHUNK_BYTES = 1 << 20  # 1 MiB
-
-FileSource = Union[bytes, bytearray, memoryview, os.PathLike]
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Lower-case SHA-256 hex digest of a file, read in 1 MiB chunks; OSError if it cannot be read."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Best-effort fsync of a directory so renames inside it survive a power cut."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _copy_source(name: str, source: Any, dst: BinaryIO) -> tuple[str, int]:
-    """Write one artefact source (bytes or a path) into ``dst``; return (sha256, size)."""
-    h = hashlib.sha256()
-    size = 0
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        dst.write(data)
-        h.update(data)
-        size = len(data)
-    elif isinstance(source, os.PathLike):
-        src_path = Path(source)
-        if not src_path.is_file():
-            what = "does not exist" if not src_path.exists() else "is not a regular file"
-            msg = f"source for bundle file '{name}' {what}: {src_path}"
-            raise BundleError(msg)
-        try:
-            with open(src_path, "rb") as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    dst.write(chunk)
-                    h.update(chunk)
-                    size += len(chunk)
-        except OSError as exc:
-            msg = f"cannot read source for bundle file '{name}' ({src_path}): {exc}"
-            raise BundleError(msg) from exc
-    else:
-        raise _source_type_error(name, source)
-    dst.flush()
-    os.fsync(dst.fileno())
-    return h.hexdigest(), size
-
-
-def _source_type_error(name: str, source: Any) -> BundleError:
-    hint = " (wrap file paths in pathlib.Path)" if isinstance(source, str) else ""
-    msg = f"source for bundle file '{name}' must be bytes or a pathlib.Path, got {type(source).__name__}{hint}"
-    return BundleError(msg)
-
-
-def _check_sources(files: Mapping[str, Any]) -> None:
-    if not isinstance(files, Mapping):
-        msg = f"files must be a mapping of file name -> bytes | Path, got {type(files).__name__}"
-        raise BundleError(msg)
-    for name, source in files.items():
-        check_file_name(name)
-        if not isinstance(source, (bytes, bytearray, memoryview, os.PathLike)):
-            raise _source_type_error(name, source)
-
-
-def _write_text_fsync(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _backup_path(out: Path) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    candidate = out.with_name(f"{out.name}.bak-{stamp}")
-    n = 1
-    while candidate.exists():
-        candidate = out.with_name(f"{out.name}.bak-{stamp}-{n}")
-        n += 1
-    return candidate
+logger = logging.getLogger(__name__)
+_LEGACY_REPORTED: set[str] = set()
 
 
 def write_bundle(
@@ -164,10 +91,10 @@ def write_bundle(
             ``overwrite`` is False, or ``out_dir`` is something other than a bundle.
     """
     out = Path(out_dir).resolve()
-    _check_sources(files)
+    check_sources(files)
     # Validate the caller's fields before touching the disk (file entries are filled in later).
     placeholder = {name: {"sha256": "0" * 64, "bytes": 0} for name in files}
-    _finalise(_build_manifest_dict(manifest_fields, placeholder))
+    seal(build_manifest_dict(manifest_fields, placeholder))
 
     if out.exists() or out.is_symlink():
         if not overwrite:
@@ -189,46 +116,16 @@ def write_bundle(
         entries: dict[str, dict[str, Any]] = {}
         for name, source in files.items():
             with open(tmp / name, "wb") as f:
-                sha, size = _copy_source(name, source, f)
+                sha, size = copy_source(name, source, f)
             entries[name] = {"sha256": sha, "bytes": size}
-        manifest, text = _finalise(_build_manifest_dict(manifest_fields, entries))
-        _write_text_fsync(tmp / MANIFEST_NAME, text)
-        _fsync_dir(tmp)
-        _swap_into_place(tmp, out)
+        manifest, text = seal(build_manifest_dict(manifest_fields, entries))
+        write_text_fsync(tmp / MANIFEST_NAME, text)
+        fsync_dir(tmp)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` dir to ``out``, keeping any old ``out`` until the swap worked."""
-    backup: Path | None = None
-    if out.exists() or out.is_symlink():
-        backup = _backup_path(out)
-        os.rename(out, backup)
-    try:
-        os.rename(tmp, out)
-    except BaseException as exc:
-        if backup is not None:
-            try:
-                os.rename(backup, out)
-            except OSError:
-                msg = f"could not move the new bundle into {out} ({exc}); the previous bundle is kept at {backup}"
-                raise BundleError(msg) from exc
-        if isinstance(exc, OSError):
-            msg = f"could not move the new bundle into {out}: {exc}"
-            raise BundleError(msg) from exc
-        raise
-    _fsync_dir(out.parent)
-    if backup is not None:
-        try:
-            if backup.is_symlink():
-                backup.unlink()
-            else:
-                shutil.rmtree(backup)
-        except OSError as exc:
-            warnings.warn(f"new bundle written to {out}, but the old one at {backup} could not be removed: {exc}", stacklevel=3)
 
 
 def add_files(
@@ -241,7 +138,8 @@ def add_files(
 
     New files are staged under hidden temporary names (a failure there leaves the bundle untouched),
     then ``os.replace``-d into place, ``manifest.json`` last. Entries of other files stay unchanged, so
-    earlier tampering stays detectable. ``created_utc`` is kept; ``bundle_id`` is recomputed.
+    earlier tampering stays detectable. ``created_utc`` is kept; ``bundle_id`` and the manifest's
+    ``digest`` are recomputed (a legacy, unsealed bundle stays unsealed: see :mod:`protoinspect.sdk.manifest_digest`).
 
     Args:
         bundle_dir: an existing bundle.
@@ -255,7 +153,7 @@ def add_files(
             or not JSON-serialisable.
     """
     path = Path(bundle_dir)
-    _check_sources(files)
+    check_sources(files)
     if extra is not None and not isinstance(extra, Mapping):
         msg = f"extra must be a mapping of key -> JSON value, got {type(extra).__name__}"
         raise BundleError(msg)
@@ -269,23 +167,23 @@ def add_files(
             fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=path)
             staged[name] = Path(tmp_name)
             with os.fdopen(fd, "wb") as f:
-                sha, size = _copy_source(name, source, f)
+                sha, size = copy_source(name, source, f)
             entries[name] = {"sha256": sha, "bytes": size}
         d = manifest.to_dict()
         d["files"] = entries
         if extra is not None:
             d["extra"] = {**d["extra"], **copy.deepcopy(dict(extra))}
         d["bundle_id"] = compute_bundle_id(entries)
-        new_manifest, text = _finalise(d)
+        new_manifest, text = seal(d)
         fd, tmp_manifest = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.tmp-", dir=path)
         os.close(fd)
         staged[MANIFEST_NAME] = Path(tmp_manifest)
-        _write_text_fsync(Path(tmp_manifest), text)
+        write_text_fsync(Path(tmp_manifest), text)
         for name in files:
             os.replace(staged.pop(name), path / name)
-        _fsync_dir(path)
+        fsync_dir(path)
         os.replace(staged.pop(MANIFEST_NAME), path / MANIFEST_NAME)
-        _fsync_dir(path)
+        fsync_dir(path)
     finally:
         for leftover in staged.values():
             leftover.unlink(missing_ok=True)
@@ -298,6 +196,12 @@ class Bundle:
 
     path: Path
     manifest: Manifest
+
+    @property
+    def manifest_verified(self) -> bool:
+        """True when ``manifest.json`` was checked against its digest; False for a legacy (format version 1)
+        bundle, whose manifest edits cannot be detected (seal it with :data:`UPGRADE_COMMAND`)."""
+        return self.manifest.sealed
 
     def file_path(self, name: str) -> Path:
         """Path of an artefact listed in the manifest (BundleError if it is not listed)."""
@@ -370,7 +274,7 @@ def _read_manifest(path: Path) -> Manifest:
         msg = f"cannot read {mpath}: {exc}"
         raise BundleError(msg) from exc
     try:
-        manifest = Manifest.from_dict(raw)
+        manifest = Manifest.from_dict(raw)  # checks the digest of a sealed manifest first
     except BundleError as exc:
         msg = f"invalid bundle {path}: {exc}"
         raise BundleError(msg) from None
@@ -403,17 +307,43 @@ def _check_listed_files(path: Path, manifest: Manifest, *, verify: bool, skip: s
             raise _hash_error(path, name)
 
 
-def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
+def upgrade_command(path: str | os.PathLike[str]) -> str:
+    """The shell command that seals the legacy bundle at ``path`` (:mod:`protoinspect.sdk.bundle_upgrade`)."""
+    return UPGRADE_COMMAND.format(path=shlex.quote(str(path)))
+
+
+def _legacy(path: Path, allow_legacy: bool) -> None:
+    """Apply the policy for a manifest without digest: refuse it, or log (once per bundle) that it is unverified."""
+    what = (f"bundle {path} was written before manifests were sealed (format_version 1): an edit of its "
+            f"{MANIFEST_NAME} (thresholds, classes) cannot be detected; its files are still sha256-checked")
+    fix = f"check its thresholds and classes, then seal it with `{upgrade_command(path)}`"
+    if not allow_legacy:
+        raise BundleError(f"{what}, and unsealed bundles are refused here: {fix}")
+    key = str(path.resolve())
+    if key not in _LEGACY_REPORTED:
+        _LEGACY_REPORTED.add(key)
+        logger.warning("%s. It is loaded as UNVERIFIED; %s", what, fix)
+
+
+def load_bundle(path: str | os.PathLike[str], *, verify: bool = True, allow_legacy: bool = True) -> Bundle:
     """Open and check the bundle directory ``path``.
 
     Always checked: the directory and ``manifest.json`` exist, the manifest parses, has format
-    ``protoinspect-bundle`` and ``format_version == FORMAT_VERSION``, matches the schema and its
-    ``bundle_id``, and every listed file exists with the listed size; ``verify=True`` also checks
-    every file's sha256 (reads every byte).
-    Raises BundleError naming the file at fault and how to fix it.
+    ``protoinspect-bundle`` and a supported ``format_version``, its content matches its ``digest`` (no
+    edits), it matches the schema and its ``bundle_id``, and every listed file exists with the listed
+    size; ``verify=True`` also checks every file's sha256 (reads every byte).
+
+    A legacy bundle (format version 1, written before the digest) loads with
+    :attr:`Bundle.manifest_verified` False and a logged warning naming the one-line upgrade command;
+    ``allow_legacy=False`` refuses it instead.
+
+    Raises:
+        BundleError: naming the file at fault (manifest.json for an edited manifest) and how to fix it.
     """
     p = Path(path)
     manifest = _read_manifest(p)
+    if not manifest.sealed:
+        _legacy(p, allow_legacy)
     _check_listed_files(p, manifest, verify=verify)
     return Bundle(path=p, manifest=manifest)
 
@@ -429,5 +359,6 @@ __all__ = [
     "compute_bundle_id",
     "load_bundle",
     "sha256_file",
+    "upgrade_command",
     "write_bundle",
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk.errors import ConfigError
 
 MaskerName = Literal["none", "otsu", "roi", "sam"]
@@ -44,8 +46,9 @@ class InspectorConfig:
         sam_points: SAM point prompts ((x, y), ...) in frame pixels, all foreground (label 1).
             ``"sam"`` needs a box, points, or both.
         mask_reuse_frames: degrading policy chosen by the user: after computing a mask, reuse it for
-            this many following frames of the same size (each such result has ``mask_reused=True``).
-            0: compute the mask on every frame.
+            the frames of the same size among the next ``mask_reuse_frames`` frames that need a mask
+            (each such result has ``mask_reused=True``); the mask is never older than that many
+            frames. 0: compute the mask for every frame that needs one.
         image_threshold: anomaly score at or above which a frame is ANOMALOUS; None: the bundle's
             calibrated ``thresholds.image``. +/-inf are allowed (force OK / ANOMALOUS).
         pixel_threshold: anomaly-map value above which a pixel belongs to a defect region; None:
@@ -60,6 +63,12 @@ class InspectorConfig:
             get a class id/name and ``is_novel``. False: regions stay unclassified.
         reject_outliers: frames whose defects match no known or discovered class (merged vMF score
             below the bundle's calibrated threshold) get the verdict REJECTED; needs ``classify``.
+        frame_map: make every result's frame-resolution ``anomaly_map`` while inspecting (timed as
+            ``"frame_map"``). False (default): it is made on the first access of
+            ``result.anomaly_map`` (4 bytes per frame pixel); ``result.model_map`` is always there.
+        mask_every_frame: compute the object mask for every frame. False (default): only when a
+            stage needs it (anomalous frames: regions and classifier), so OK frames carry
+            ``mask=None``. ``mask_reuse_frames`` counts frames either way.
 
     Raises:
         ConfigError: any value out of its domain (raised by the constructor).
@@ -82,6 +91,8 @@ class InspectorConfig:
     threads: int | None = None
     classify: bool = True
     reject_outliers: bool = True
+    frame_map: bool = False
+    mask_every_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.color_order not in _COLOR_ORDERS:
@@ -111,7 +122,7 @@ class InspectorConfig:
             raise ConfigError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
         if budget is not None:
             object.__setattr__(self, "latency_budget_ms", float(budget))
-        for name in ("classify", "reject_outliers"):
+        for name in ("classify", "reject_outliers", "frame_map", "mask_every_frame"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -157,12 +168,15 @@ class InspectorConfig:
                 raise ConfigError("masker='sam' needs a prompt: sam_box_xyxy=(x1, y1, x2, y2) and/or sam_points=((x, y), ...)")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (infinite thresholds become the strings ``"inf"`` / ``"-inf"``)."""
-        d = asdict(self)
-        d["roi_xyxy"] = list(self.roi_xyxy) if self.roi_xyxy is not None else None
-        d["sam_box_xyxy"] = list(self.sam_box_xyxy) if self.sam_box_xyxy is not None else None
-        d["sam_points"] = [list(p) for p in self.sam_points] if self.sam_points is not None else None
-        for name in ("image_threshold", "pixel_threshold"):
-            if d[name] is not None and math.isinf(d[name]):
-                d[name] = "inf" if d[name] > 0 else "-inf"
-        return d
+        """JSON-safe form (infinite thresholds become the strings ``"inf"`` / ``"-inf"``; tuples lists; nested
+        settings dicts), by :func:`protoinspect.sdk.config_codec.to_dict`."""
+        return config_codec.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InspectorConfig:
+        """Inverse of :meth:`to_dict` (a saved config, a JSON / YAML file); missing keys take their defaults.
+
+        Raises:
+            ConfigError: an unknown key (the valid ones are named), a value of the wrong type or out of its domain.
+        """
+        return config_codec.from_dict(cls, d)

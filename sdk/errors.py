@@ -33,3 +33,16 @@ class ExportError(ProtoInspectError):
 
 class BackendError(ProtoInspectError, RuntimeError):
     """A runtime backend failed while executing a graph, or was used after ``close()``."""
+
+
+class MissingPluginError(BackendError):
+    """A TensorRT engine needs a plugin that is not registered in this process; the message names the plugin,
+    how to register it (``trt_runtime.add_plugin_registrar``) and the rebuild without plugins."""
+
+
+def report_error(exc: BaseException) -> int:
+    """Print a typed ProtoInspect error for a command-line user (``error: ...`` on stderr); return exit code 2."""
+    import sys
+
+    print(f"error: {exc}", file=sys.stderr)
+    return 2

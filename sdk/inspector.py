@@ -1,4 +1,4 @@
-"""The Inspector: orchestrates mask -> detect -> decide -> regions for each frame and times every stage."""
+"""The Inspector: orchestrates mask -> detect -> decide -> regions -> classify for each frame and times every stage."""
 
 from __future__ import annotations
 
@@ -14,18 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from protoinspect.sdk.backends.base import DETECTOR_FEATURES, Backend
+from protoinspect.sdk.backends.base import Backend
 from protoinspect.sdk.backends.registry import create_backend, resolve_backend_name
 from protoinspect.sdk.bundle import Bundle, load_bundle
 from protoinspect.sdk.config import InspectorConfig
-from protoinspect.sdk.errors import BackendError, BundleError, ConfigError
-from protoinspect.sdk.preprocess import validate_frame
+from protoinspect.sdk.errors import BackendError, ConfigError, InputError
+from protoinspect.sdk.inspector_stages import default_classifier, default_masker, default_regions, pixel_threshold
+from protoinspect.sdk.preprocess import resize_bool_mask, validate_frame
 from protoinspect.sdk.result import InspectionResult, Verdict
-from protoinspect.sdk.stages.classification import ClassificationInput, DefectClassifier, OutlierRejector, apply_classes
+from protoinspect.sdk.stages.contracts import (
+    ClassificationInput,
+    DefectClassifier,
+    Masker,
+    OutlierRejector,
+    RegionFinder,
+    apply_classes,
+)
 from protoinspect.sdk.stages.detector import DetectorStage
-from protoinspect.sdk.stages.discovery import DiscoveryClassifier, VmfRejector, has_classifier
-from protoinspect.sdk.stages.masker import Masker, build_masker
-from protoinspect.sdk.stages.regions import extract_defects
 
 logger = logging.getLogger(__name__)
 
@@ -38,67 +43,99 @@ class Inspector:
         with Inspector.from_bundle("bundles/tile", config=InspectorConfig(color_order="bgr")) as insp:
             result = insp.inspect(frame)  # frame: HxWx3 uint8 BGR (or HxW gray)
 
+    Stages (SAM-style constructor injection; :meth:`from_bundle` builds the bundle's defaults): a
+    masker (object mask), the detector (the backend), a region finder, a classifier and an outlier
+    rejector; their protocols are in :mod:`protoinspect.sdk.stages.contracts`.
+
+    Per frame: the detector runs at model size; OK frames (score below the image threshold) stop
+    there. Anomalous frames get the object mask (only now, unless ``mask_every_frame``), their regions
+    found once on the model-size map, and classes from the classifier on crops of those same regions
+    (the detector's feature map is copied from the runtime only then).
+
     Thread safety: an Inspector may be shared by threads; calls are serialised by an internal lock
     (backend call, mask-reuse state and frame counter). For parallelism create one Inspector per
     thread.
 
-    Memory: the anomaly map is returned at frame resolution (float32), e.g. 256 MB for an
-    8000x8000 frame; the model itself only ever sees the frame resized to the bundle's input size.
+    Memory: results carry the model-size map; the frame-size map (4 bytes per frame pixel, 256 MB
+    for an 8000x8000 frame) is made only when read (``result.anomaly_map``) or when
+    ``config.frame_map`` asks for it on every frame. Frames are never copied at full resolution.
     """
 
     def __init__(self, bundle: Bundle, backend: Backend, config: InspectorConfig | None = None, *,
+                 masker: Masker | None = None, regions: RegionFinder | None = None,
                  classifier: DefectClassifier | None = None, rejector: OutlierRejector | None = None) -> None:
-        """Assemble an Inspector from a loaded bundle and an open backend (see :meth:`from_bundle`).
+        """Assemble an Inspector from a loaded bundle, an open backend and its stages (see :meth:`from_bundle`).
+
+        The Inspector owns what it is given: :meth:`close` closes the backend and every stage that has
+        a ``close()`` method.
 
         Args:
             bundle: the loaded model bundle.
-            backend: an open backend running the bundle's detector graph (owned from now on:
-                :meth:`close` closes it).
+            backend: an open backend running the bundle's detector graph.
             config: runtime settings; None: ``InspectorConfig()``.
-            classifier: classifies the defect regions of anomalous frames; None: regions carry no
-                class.
-            rejector: turns anomalous frames whose classes it judges outliers into REJECTED;
-                needs a classifier.
+            masker: the object-mask stage; None: built from ``config.masker`` (``"none"``: no mask is
+                ever computed; regions are searched in the whole map).
+            regions: the region stage; None: built from the bundle and the config
+                (:func:`protoinspect.sdk.inspector_stages.default_regions`).
+            classifier: classifies the defect regions of anomalous frames; None: regions carry no class.
+            rejector: turns anomalous frames whose classes it judges outliers into REJECTED; needs a
+                classifier.
+
+        Raises:
+            ConfigError: a rejector without a classifier, or bad config values.
         """
         if rejector is not None and classifier is None:
             raise ConfigError("an outlier rejector needs a classifier (it judges the classifier's output)")
-        self.classifier = classifier
-        self.rejector = rejector
         self.config = config if config is not None else InspectorConfig()
+        if not isinstance(self.config, InspectorConfig):
+            raise ConfigError(f"config must be an InspectorConfig, got {type(self.config).__name__}")
+        cfg = self.config
         self.bundle = bundle
         self.backend = backend
-        thresholds = bundle.manifest.thresholds
-        cfg = self.config
-        self.image_threshold = float(thresholds["image"] if cfg.image_threshold is None else cfg.image_threshold)
-        self.pixel_threshold = float(thresholds["pixel"] if cfg.pixel_threshold is None else cfg.pixel_threshold)
-        self.masker: Masker = build_masker(cfg)
+        self.image_threshold = float(bundle.manifest.thresholds["image"] if cfg.image_threshold is None
+                                     else cfg.image_threshold)
+        self.pixel_threshold = pixel_threshold(bundle, cfg)
+        self.masker: Masker | None = default_masker(cfg) if masker is None else masker
+        self.regions: RegionFinder = default_regions(bundle, cfg) if regions is None else regions
+        self.classifier = classifier
+        self.rejector = rejector
         self.detector = DetectorStage(backend, bundle.manifest.preprocess_spec, cfg.color_order)
         self._lock = threading.Lock()
         self._frame_index = 0
         self._cached_mask: np.ndarray | None = None
         self._cached_mask_empty = False
-        self._mask_age = 0  # frames the cached mask has been reused for
+        self._mask_frame = 0  # frame index at which the cached mask was computed
         self._closed = False
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str], *, backend: str | None = None, device: str | None = None,
-                    config: InspectorConfig | None = None) -> Inspector:
+                    config: InspectorConfig | None = None, masker: Masker | None = None,
+                    regions: RegionFinder | None = None, classifier: DefectClassifier | None = None,
+                    rejector: OutlierRejector | None = None) -> Inspector:
         """Load and verify a bundle, create its backend once and return a ready Inspector.
+
+        The stages are the defaults of :mod:`protoinspect.sdk.inspector_stages`: the config's masker, the
+        region finder of the bundle, and, when the bundle has one and ``config.classify``, its defect
+        classifier on the same kind of runtime as the detector (through
+        :func:`~protoinspect.sdk.backends.registry.create_classifier_backend`) with its vMF rejector.
 
         Args:
             path: bundle directory.
-            backend: ``"auto"``, ``"onnxruntime"`` or ``"torch"``; None: ``config.backend`` (default
-                ``"auto"``: onnxruntime when the bundle has ``detector.onnx``, else torch). The
+            backend: ``"auto"``, ``"onnxruntime"``, ``"torch"`` or ``"tensorrt"``; None: ``config.backend``
+                (default ``"auto"``: onnxruntime when the bundle has ``detector.onnx``, else torch). The
                 choice is logged at INFO and reported by :meth:`describe`.
             device: ``"cpu"``, ``"cuda:N"``, ...; None: ``config.device`` (default ``"cpu"``).
             config: runtime settings; None: ``InspectorConfig()``. ``backend``/``device`` given
                 here take precedence over the config's and are recorded in :attr:`config`.
+            masker, regions, classifier, rejector: stages that replace the defaults (None: the
+                default; a classifier given here also replaces the default rejector unless one is given).
 
         Returns:
             The Inspector.
 
         Raises:
-            BundleError: the bundle is missing, corrupt or tampered with.
+            BundleError: the bundle is missing, corrupt or tampered with; its classifier's graph or
+                engine is missing or stale.
             ConfigError: an unknown backend or device, or bad config values.
             MissingDependencyError: the chosen backend's runtime is not installed.
         """
@@ -113,16 +150,21 @@ class Inspector:
         if cfg.threads is not None and name != "tensorrt":  # CPU threads mean nothing to a TensorRT engine
             kwargs["intra_op_threads" if name == "onnxruntime" else "threads"] = cfg.threads
         runtime = create_backend(name, bundle, **kwargs)
-        classifier, rejector = None, None
-        if cfg.classify and has_classifier(bundle):
-            try:
-                classifier, rejector = _discovery_stages(bundle, runtime, cfg)
-            except Exception:
-                runtime.close()
-                raise
+        built = None
+        try:
+            if classifier is None:
+                built, default_rejector = default_classifier(bundle, runtime, cfg)
+                classifier, rejector = built, default_rejector if rejector is None else rejector
+            inspector = cls(bundle, runtime, cfg, masker=masker, regions=regions, classifier=classifier,
+                            rejector=rejector)
+        except BaseException:
+            if built is not None:
+                built.close()
+            runtime.close()
+            raise
         logger.info("Inspector for bundle %s (%s): backend %s (requested %s) on %s",
                     bundle.manifest.bundle_id, bundle.path, runtime.name, cfg.backend, cfg.device)
-        return cls(bundle, runtime, cfg, classifier=classifier, rejector=rejector)
+        return inspector
 
     # ------------------------------------------------------------------------------------ frames
 
@@ -172,62 +214,71 @@ class Inspector:
         if self._closed:
             raise BackendError("Inspector is closed: create a new one with Inspector.from_bundle(...)")
 
-    def _mask(self, frame: np.ndarray) -> tuple[np.ndarray, bool, bool]:
-        """(mask, mask_empty, reused) following the mask_reuse_frames policy."""
+    def _mask(self, frame: np.ndarray, index: int) -> tuple[np.ndarray, bool, bool]:
+        """(mask, mask_empty, reused) of frame ``index`` following the mask_reuse_frames policy."""
+        assert self.masker is not None
         cached = self._cached_mask
         reuse = self.config.mask_reuse_frames
-        if cached is not None and self._mask_age < reuse and cached.shape == frame.shape[:2]:
-            self._mask_age += 1
+        if cached is not None and index - self._mask_frame <= reuse and cached.shape == frame.shape[:2]:
             return cached.copy(), self._cached_mask_empty, True
         mask = np.asarray(self.masker.mask(frame), dtype=bool)
+        if mask.shape != frame.shape[:2]:
+            raise InputError(f"masker {type(self.masker).__name__} returned a {mask.shape} mask for a frame of "
+                             f"{frame.shape[:2]}: a masker must return an H x W bool mask of the frame")
         empty = not bool(mask.any())
         if reuse > 0:
-            self._cached_mask, self._cached_mask_empty, self._mask_age = mask.copy(), empty, 0
+            self._cached_mask, self._cached_mask_empty, self._mask_frame = mask.copy(), empty, index
         return mask, empty, False
 
     def _inspect_locked(self, frame: np.ndarray) -> InspectionResult:
         self._check_open()
+        index = self._frame_index
         t0 = time.perf_counter()
-        mask, mask_empty, reused = self._mask(frame)
+        mask, mask_empty, reused = None, False, False
+        if self.masker is not None and self.config.mask_every_frame:
+            mask, mask_empty, reused = self._mask(frame, index)
+        t_mask = time.perf_counter() - t0
         t1 = time.perf_counter()
         out = self.detector.detect(frame)
         t2 = time.perf_counter()
-        image_class = None
+        image_class, defects, t_regions, t_classify = None, (), 0.0, 0.0
         if out.score < self.image_threshold:
-            verdict, defects = Verdict.OK, ()
-            t3 = t4 = t2
+            verdict = Verdict.OK
         else:
             verdict = Verdict.ANOMALOUS
-            defects = extract_defects(out.anomaly_map, self.pixel_threshold, mask, self.config.min_defect_area_px)
+            if self.masker is not None and mask is None:
+                mask, mask_empty, reused = self._mask(frame, index)
             t3 = time.perf_counter()
+            t_mask += t3 - t2
+            obj = None if mask is None else resize_bool_mask(mask, out.model_map.shape)
+            regions = self.regions.find(out.model_map, out.frame_size, obj)
+            defects = regions.defects
+            t4 = time.perf_counter()
+            t_regions = t4 - t3
             if self.classifier is not None:
-                classes = self.classifier.classify(ClassificationInput(frame, out, mask, defects))
+                classes = self.classifier.classify(ClassificationInput(frame, out, regions, obj))
                 defects = apply_classes(defects, classes)
                 image_class = classes.image_class
                 if self.rejector is not None and self.rejector.is_outlier(classes):
                     verdict = Verdict.REJECTED
-            t4 = time.perf_counter()
+                t_classify = time.perf_counter() - t4
+        frame_map, t_frame_map = None, 0.0
+        if self.config.frame_map:  # made now only when the config asks
+            t5 = time.perf_counter()
+            frame_map = out.frame_map()
+            t_frame_map = time.perf_counter() - t5
         total = (time.perf_counter() - t0) * 1e3
-        timings = {"mask": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "regions": (t3 - t2) * 1e3,
-                   "classify": (t4 - t3) * 1e3, "total": total}
+        timings = {"mask": t_mask * 1e3, "detect": (t2 - t1) * 1e3, "regions": t_regions * 1e3,
+                   "classify": t_classify * 1e3, "frame_map": t_frame_map * 1e3, "total": total}
         budget = self.config.latency_budget_ms
-        index = self._frame_index
         self._frame_index += 1
         return InspectionResult(
-            verdict=verdict,
-            anomaly_score=out.score,
-            anomaly_map=out.anomaly_map,
-            mask=mask,
-            defects=defects,
-            timings_ms=MappingProxyType(timings),
-            over_budget=budget is not None and total > budget,
-            bundle_id=self.bundle.manifest.bundle_id,
-            frame_index=index,
-            mask_empty=mask_empty,
-            mask_reused=reused,
+            verdict=verdict, anomaly_score=out.score, model_map=out.model_map, mask=mask, defects=defects,
+            timings_ms=MappingProxyType(timings), over_budget=budget is not None and total > budget,
+            bundle_id=self.bundle.manifest.bundle_id, frame_index=index, mask_empty=mask_empty, mask_reused=reused,
             image_class_id=None if image_class is None else image_class.class_id,
             image_class_name=None if image_class is None else image_class.class_name,
-        )
+            frame_size=out.frame_size, frame_map=frame_map)
 
     def warmup(self, num_frames: int = 3) -> None:
         """Run the detector on ``num_frames`` mid-gray frames at model size (first-call allocations).
@@ -272,16 +323,30 @@ class Inspector:
                            "pixel": _json_threshold(self.pixel_threshold),
                            "bundle_image": float(manifest.thresholds["image"]),
                            "bundle_pixel": float(manifest.thresholds["pixel"])},
+            "stages": {"masker": _stage_name(self.masker), "regions": _stage_name(self.regions),
+                       "classifier": _stage_name(self.classifier), "rejector": _stage_name(self.rejector),
+                       **({"classifier_runtime": self.classifier.runtime.describe()}  # type: ignore[attr-defined]
+                          if not self._closed and hasattr(getattr(self.classifier, "runtime", None), "describe")
+                          else {})},
             "config": self.config.to_dict(),
             "closed": self._closed,
         }
 
     def close(self) -> None:
-        """Close the backend; idempotent. Later calls of :meth:`inspect` raise BackendError."""
+        """Close the backend and the stages that have a ``close()`` (the classifier's runtime, ...); idempotent.
+
+        Later calls of :meth:`inspect` raise BackendError.
+        """
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self.backend.close()
+                try:
+                    for stage in (self.classifier, self.rejector, self.regions, self.masker):
+                        closer = getattr(stage, "close", None)
+                        if callable(closer):
+                            closer()
+                finally:
+                    self.backend.close()
 
     def __enter__(self) -> Inspector:
         return self
@@ -295,17 +360,8 @@ class Inspector:
         return f"Inspector(bundle={self.bundle.manifest.bundle_id!r}, backend={self.backend.name!r}, {state})"
 
 
-def _discovery_stages(bundle: Bundle, runtime: Backend, cfg: InspectorConfig
-                      ) -> tuple[DiscoveryClassifier, VmfRejector | None]:
-    """The bundle's classifier (on the same kind of runtime as the detector) and its rejector."""
-    if DETECTOR_FEATURES not in runtime.output_names:
-        msg = (f"{bundle.path}: the detector graph has no '{DETECTOR_FEATURES}' output, which the defect "
-               f"classifier needs: re-export with `protoinspect export {bundle.path}` (or classify=False)")
-        raise BundleError(msg)
-    kind = "torch" if runtime.name == "torch" else "onnxruntime"  # TensorRT detector: the small classifier on ORT
-    classifier = DiscoveryClassifier(bundle, kind, color_order=cfg.color_order)
-    rejector = VmfRejector(classifier.settings.reject_threshold) if cfg.reject_outliers else None
-    return classifier, rejector
+def _stage_name(stage: object) -> str | None:
+    return None if stage is None else type(stage).__name__
 
 
 def _json_threshold(value: float) -> float | str:

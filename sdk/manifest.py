@@ -1,7 +1,12 @@
-"""The bundle manifest (``manifest.json``): its schema, validation and JSON conversion.
+"""The bundle manifest (``manifest.json``): its schema, validation and typed views.
 
-:class:`Manifest` is the validated, typed view of a bundle's ``manifest.json``; reading and writing
-bundle directories lives in :mod:`protoinspect.sdk.bundle`. Only the standard library and numpy are used here.
+:class:`Manifest` is the validated view of a bundle's ``manifest.json``. Its parts are checked by the
+config codec (:mod:`protoinspect.sdk.config_codec`) against typed records (:class:`Producer`,
+:class:`PreprocessSpec`, :class:`Thresholds`, :class:`ClassInfo`, :class:`FileEntry`, and the ``extra``
+sections of :mod:`protoinspect.sdk.manifest_sections`); errors are :class:`BundleError` naming manifest.json
+and the key path. A format-version-2 manifest carries a ``digest`` of its content
+(:mod:`protoinspect.sdk.manifest_digest`) that :meth:`Manifest.from_dict` checks. Writing lives in
+:mod:`protoinspect.sdk.manifest_writer` and :mod:`protoinspect.sdk.bundle`. Standard library and numpy only.
 """
 
 from __future__ import annotations
@@ -12,20 +17,22 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from protoinspect.sdk.errors import BundleError
+from protoinspect.sdk.config_codec import decode, encode, rest_field
+from protoinspect.sdk.errors import BundleError, ConfigError, InputError
+from protoinspect.sdk.manifest_digest import DIGEST_KEY, manifest_digest
 from protoinspect.sdk.preprocess import PreprocessSpec
 
+if TYPE_CHECKING:
+    from protoinspect.sdk.manifest_sections import DiscoverySection, GraphRecord, ManifestSections, TensorRTSection
+
 FORMAT = "protoinspect-bundle"
-FORMAT_VERSION = 1
+#: 2: the manifest carries a ``digest`` of its content (tamper-evident); 1: before it (legacy, loads unverified).
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 RECREATE_HINT = "re-create the bundle with `python -m protoinspect.training.train_detector ...`"
@@ -33,9 +40,14 @@ UPGRADE_HINT = "upgrade protoinspect (pip install -U protoinspect) to read it"
 REEXPORT_HINT = (
     "re-export it with `protoinspect export` (or re-train with `python -m protoinspect.training.train_detector ...`)"
 )
+EDIT_HINT = (
+    "restore the original manifest.json (e.g. re-copy the bundle), or make the change with the tool that writes it "
+    "into a new bundle: `python -m protoinspect.training.recalibrate` (thresholds), `protoinspect discover ... "
+    "--name/--merge/--drop --out NEW` (classes), or re-train"
+)
 
-# Keys of manifest.json, in the order of the schema.
-_MANIFEST_KEYS = (
+# Keys of manifest.json, in the order of the schema (format version 2 adds "digest").
+MANIFEST_KEYS = (
     "format",
     "format_version",
     "bundle_id",
@@ -49,9 +61,6 @@ _MANIFEST_KEYS = (
     "files",
     "extra",
 )
-# Keys write_bundle computes itself; callers must not pass them in ``manifest_fields``.
-_COMPUTED_KEYS = frozenset({"format", "format_version", "bundle_id", "files"})
-_REQUIRED_FIELDS = frozenset({"preprocess", "model", "thresholds"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -103,50 +112,64 @@ def check_file_name(name: Any) -> str:
     return name
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+# ----------------------------------------------------------------------------- records of the schema
 
 
-def _package_version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+@dataclass(frozen=True)
+class Producer:
+    """``producer``: the protoinspect version and command line that wrote the bundle (more keys kept)."""
 
-        try:
-            return version("protoinspect")
-        except PackageNotFoundError:
-            return "0+unknown"
-    except ImportError:  # pragma: no cover
-        return "0+unknown"
+    protoinspect_version: str
+    command: str
+    rest: dict[str, Any] = rest_field()
 
 
-def _default_producer() -> dict[str, str]:
-    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    return {"protoinspect_version": _package_version(), "command": " ".join(argv)}
+@dataclass(frozen=True)
+class Thresholds:
+    """``thresholds``: calibrated image and pixel thresholds and how they were calibrated (more keys kept)."""
+
+    image: float
+    pixel: float
+    calibration: dict[str, Any]
+    rest: dict[str, Any] = rest_field()
+
+    def __post_init__(self) -> None:
+        for name in ("image", "pixel"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
 
 
-def _json_default(obj: Any) -> Any:
-    """Make numpy scalars/arrays, paths and sets JSON-safe."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    msg = f"object of type {type(obj).__name__} is not JSON serialisable"
-    raise TypeError(msg)
+@dataclass(frozen=True)
+class ClassInfo:
+    """One entry of ``classes``: a defect class the bundle's classifier assigns (more keys kept)."""
+
+    id: int
+    name: str
+    known: bool
+    discovered: bool
+    rest: dict[str, Any] = rest_field()
 
 
-def _to_json_text(d: Mapping[str, Any]) -> str:
-    """Pretty JSON with sorted keys; raises BundleError naming the offending top-level key."""
-    for key, value in d.items():
-        try:
-            json.dumps(value, default=_json_default, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            msg = f"{MANIFEST_NAME} key '{key}' cannot be stored as JSON: {exc} (NaN/inf are not allowed)"
-            raise BundleError(msg) from exc
-    return json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+@dataclass(frozen=True)
+class FileEntry:
+    """One entry of ``files``: an artefact's sha256 (64 lower-case hex characters) and size in bytes."""
+
+    sha256: str
+    bytes: int
+
+    def __post_init__(self) -> None:
+        if not _HEX64.match(self.sha256):
+            raise ConfigError(f"sha256 must be 64 lower-case hex characters, got {self.sha256!r}")
+        if self.bytes < 0:
+            raise ConfigError(f"bytes must be a non-negative integer, got {self.bytes}")
+
+
+# Type of each top-level key after the format checks (the codec checks and normalises them).
+_SCHEMA: dict[str, Any] = {
+    "bundle_id": str, "created_utc": str, "producer": Producer, "preprocess": PreprocessSpec,
+    "model": dict[str, Any], "thresholds": Thresholds, "classes": list[ClassInfo], "datasets": list[Any],
+    "files": dict[str, FileEntry], "extra": dict[str, Any],
+}
 
 
 def _bad(key: str, problem: str) -> BundleError:
@@ -157,27 +180,35 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _parse_sections(extra: Mapping[str, Any]) -> ManifestSections:
+    from protoinspect.sdk.config_codec import from_dict
+    from protoinspect.sdk.manifest_sections import ManifestSections  # lazy: it imports the stages package
+
+    try:
+        return from_dict(ManifestSections, extra, path="extra")
+    except (ConfigError, InputError) as exc:
+        raise BundleError(f"{MANIFEST_NAME}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Contents of a bundle's ``manifest.json``.
+    """Contents of a bundle's ``manifest.json`` (JSON values) plus typed views of its parts.
 
     Attributes:
         format: always ``"protoinspect-bundle"``.
-        format_version: schema version (:data:`FORMAT_VERSION`).
+        format_version: schema version: :data:`FORMAT_VERSION`, or :data:`LEGACY_FORMAT_VERSION` (no digest).
         bundle_id: first 16 hex chars of the sha256 of the sorted (name, sha256) list.
         created_utc: ISO-8601 UTC creation time.
-        producer: {"protoinspect_version": str, "command": str}.
-        preprocess: :meth:`PreprocessSpec.to_dict` output.
+        producer: {"protoinspect_version": str, "command": str} (:class:`Producer`).
+        preprocess: :meth:`PreprocessSpec.to_dict` output (typed: :attr:`preprocess_spec`).
         model: free dict (architecture name, config).
-        thresholds: {"image": float, "pixel": float, "calibration": dict} (extra keys allowed).
-        classes: list of {"id": int, "name": str, "known": bool, "discovered": bool} (may be empty).
+        thresholds: {"image": float, "pixel": float, "calibration": dict} (:class:`Thresholds`).
+        classes: list of {"id": int, "name": str, "known": bool, "discovered": bool} (typed: :attr:`class_infos`).
         datasets: free list describing the training data.
         files: artefact name -> {"sha256": hex str, "bytes": int}.
-        extra: free dict.
+        extra: dict; its known sections are typed: :attr:`discovery`, :attr:`onnx`, :attr:`classifier_onnx`,
+            :attr:`tensorrt`.
+        digest: sha256 of the rest of the manifest (:mod:`protoinspect.sdk.manifest_digest`); None in a legacy manifest.
     """
 
     format: str
@@ -192,177 +223,172 @@ class Manifest:
     datasets: list[Any]
     files: dict[str, dict[str, Any]]
     extra: dict[str, Any]
+    digest: str | None = None
+    _sections: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_sections", _parse_sections(self.extra))
 
     @property
     def preprocess_spec(self) -> PreprocessSpec:
         """The :class:`PreprocessSpec` stored in ``preprocess``."""
         return PreprocessSpec.from_dict(self.preprocess)
 
+    @property
+    def class_infos(self) -> tuple[ClassInfo, ...]:
+        """``classes`` as typed records."""
+        return tuple(decode(ClassInfo, c) for c in self.classes)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the manifest carries a digest (format version 2); False for a legacy manifest."""
+        return self.digest is not None
+
+    @property
+    def discovery(self) -> DiscoverySection | None:
+        """The defect classifier (``extra.discovery``): settings, classifier config, training record; None if absent."""
+        return self._sections.discovery
+
+    @property
+    def onnx(self) -> GraphRecord | None:
+        """The exported detector graph (``extra.onnx``); None before ``protoinspect export``."""
+        return self._sections.onnx
+
+    @property
+    def classifier_onnx(self) -> GraphRecord | None:
+        """The exported classifier graph (``extra.classifier_onnx``); None if absent."""
+        return self._sections.classifier_onnx
+
+    @property
+    def tensorrt(self) -> TensorRTSection | None:
+        """TensorRT engines built for the bundle (``extra.tensorrt``); None before ``build_engine``."""
+        return self._sections.tensorrt
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (a deep copy) in the manifest.json schema."""
-        return {key: copy.deepcopy(getattr(self, key)) for key in _MANIFEST_KEYS}
+        d = {key: copy.deepcopy(getattr(self, key)) for key in MANIFEST_KEYS}
+        if self.digest is not None:
+            d[DIGEST_KEY] = self.digest
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> Manifest:
         """Validate a parsed manifest.json and build a :class:`Manifest`.
 
         ``format`` and ``format_version`` are checked first, so a bundle from another protoinspect
-        version gets an upgrade / re-export message rather than a schema complaint.
+        version gets an upgrade / re-export message rather than a schema complaint; then a version-2
+        manifest's ``digest`` (any edit of the file is refused), then the schema.
 
         Args:
             d: the parsed JSON object.
 
         Returns:
-            The manifest (holding deep copies; ``preprocess`` normalised through PreprocessSpec,
-            thresholds as floats).
+            The manifest (holding deep copies; ``preprocess``, ``thresholds``, ``classes``, ``files``
+            normalised by their records).
 
         Raises:
-            BundleError: naming manifest.json and the missing / badly typed key.
+            BundleError: naming manifest.json and the edit, or the missing / badly typed key.
         """
-        if not isinstance(d, Mapping):
-            msg = f"{MANIFEST_NAME} must contain a JSON object, got {type(d).__name__}; {RECREATE_HINT}"
-            raise BundleError(msg)
-        d = copy.deepcopy(dict(d))
-
-        if "format" not in d:
-            raise _bad("format", f"is missing: not a ProtoInspect bundle manifest (expected format '{FORMAT}')")
-        if d["format"] != FORMAT:
-            raise _bad("format", f"is {d['format']!r}, expected {FORMAT!r}: this is not a ProtoInspect bundle")
-        if "format_version" not in d:
-            raise _bad("format_version", f"is missing; {RECREATE_HINT}")
-        version = d["format_version"]
-        if not _is_int(version):
-            raise _bad("format_version", f"must be an integer, got {version!r}")
-        if version > FORMAT_VERSION:
-            raise _bad(
-                "format_version",
-                f"is {version}, newer than this protoinspect supports ({FORMAT_VERSION}): {UPGRADE_HINT}",
-            )
-        if version < FORMAT_VERSION:
-            raise _bad(
-                "format_version",
-                f"is {version}, older than this protoinspect supports ({FORMAT_VERSION}): {REEXPORT_HINT}",
-            )
-
-        missing = [k for k in _MANIFEST_KEYS if k not in d]
-        if missing:
-            raise _bad(missing[0], f"is missing (missing keys: {', '.join(missing)}); {RECREATE_HINT}")
-        unknown = sorted(set(d) - set(_MANIFEST_KEYS))
-        if unknown:
-            raise _bad(unknown[0], f"is not part of format_version {FORMAT_VERSION} (unexpected keys: {unknown})")
-
-        for key in ("bundle_id", "created_utc"):
-            if not isinstance(d[key], str) or not d[key]:
-                raise _bad(key, f"must be a non-empty string, got {d[key]!r}")
-        for key in ("producer", "preprocess", "model", "thresholds", "files", "extra"):
-            if not isinstance(d[key], dict):
-                raise _bad(key, f"must be a JSON object, got {type(d[key]).__name__}")
-        for key in ("classes", "datasets"):
-            if not isinstance(d[key], list):
-                raise _bad(key, f"must be a JSON list, got {type(d[key]).__name__}")
-
-        for sub in ("protoinspect_version", "command"):
-            if not isinstance(d["producer"].get(sub), str):
-                raise _bad(f"producer.{sub}", f"must be a string, got {d['producer'].get(sub)!r}")
-
-        try:
-            spec = PreprocessSpec.from_dict(d["preprocess"])
-        except Exception as exc:  # noqa: BLE001 - KeyError/TypeError/InputError all mean "invalid"
-            raise _bad("preprocess", f"is not a valid PreprocessSpec: {type(exc).__name__}: {exc}") from exc
-        d["preprocess"] = spec.to_dict()
-
-        th = d["thresholds"]
-        for sub in ("image", "pixel"):
-            if sub not in th:
-                raise _bad(f"thresholds.{sub}", "is missing")
-            if not _is_number(th[sub]) or not math.isfinite(th[sub]):
-                raise _bad(f"thresholds.{sub}", f"must be a finite number, got {th[sub]!r}")
-            th[sub] = float(th[sub])
-        if not isinstance(th.get("calibration"), dict):
-            raise _bad("thresholds.calibration", f"must be a JSON object, got {th.get('calibration')!r}")
-
-        seen_ids: set[int] = set()
-        for i, cls_entry in enumerate(d["classes"]):
-            where = f"classes[{i}]"
-            if not isinstance(cls_entry, dict):
-                raise _bad(where, f"must be a JSON object, got {cls_entry!r}")
-            checks = (("id", _is_int, "an integer"), ("name", lambda v: isinstance(v, str), "a string"),
-                      ("known", lambda v: isinstance(v, bool), "a boolean"),
-                      ("discovered", lambda v: isinstance(v, bool), "a boolean"))
-            for sub, ok, what in checks:
-                if sub not in cls_entry or not ok(cls_entry[sub]):
-                    raise _bad(f"{where}.{sub}", f"must be {what}, got {cls_entry.get(sub)!r}")
-            if cls_entry["id"] in seen_ids:
-                raise _bad(f"{where}.id", f"duplicates class id {cls_entry['id']}")
-            seen_ids.add(cls_entry["id"])
-
-        for name, entry in d["files"].items():
-            try:
-                check_file_name(name)
-            except BundleError as exc:
-                raise _bad(f"files.{name}", f"is not a plain file name: {exc}") from None
-            if not isinstance(entry, dict):
-                raise _bad(f"files.{name}", f"must be a JSON object, got {entry!r}")
-            sha = entry.get("sha256")
-            if not isinstance(sha, str) or not _HEX64.match(sha):
-                raise _bad(f"files.{name}.sha256", f"must be 64 lower-case hex characters, got {sha!r}")
-            size = entry.get("bytes")
-            if not _is_int(size) or size < 0:
-                raise _bad(f"files.{name}.bytes", f"must be a non-negative integer, got {size!r}")
-
-        return cls(**{key: d[key] for key in _MANIFEST_KEYS})
+        return cls(**normalise(d, check_digest=True))
 
 
-def _build_manifest_dict(manifest_fields: Mapping[str, Any], files: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Merge caller fields with computed ones; the result is validated by Manifest.from_dict."""
-    if not isinstance(manifest_fields, Mapping):
-        msg = f"manifest_fields must be a mapping, got {type(manifest_fields).__name__}"
-        raise BundleError(msg)
-    computed = sorted(_COMPUTED_KEYS & set(manifest_fields))
-    if computed:
-        msg = f"manifest_fields must not contain {computed}: write_bundle computes them"
-        raise BundleError(msg)
-    unknown = sorted(set(manifest_fields) - set(_MANIFEST_KEYS))
-    if unknown:
-        msg = f"manifest_fields has unknown keys {unknown}; allowed: {sorted(set(_MANIFEST_KEYS) - _COMPUTED_KEYS)} (put free-form data in 'extra')"
-        raise BundleError(msg)
-    missing = sorted(_REQUIRED_FIELDS - set(manifest_fields))
+def _check_format(d: Mapping[str, Any]) -> int:
+    if "format" not in d:
+        raise _bad("format", f"is missing: not a ProtoInspect bundle manifest (expected format '{FORMAT}')")
+    if d["format"] != FORMAT:
+        raise _bad("format", f"is {d['format']!r}, expected {FORMAT!r}: this is not a ProtoInspect bundle")
+    if "format_version" not in d:
+        raise _bad("format_version", f"is missing; {RECREATE_HINT}")
+    version = d["format_version"]
+    if not _is_int(version):
+        raise _bad("format_version", f"must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise _bad("format_version",
+                   f"is {version}, newer than this protoinspect supports ({FORMAT_VERSION}): {UPGRADE_HINT}")
+    if version < LEGACY_FORMAT_VERSION:
+        raise _bad("format_version",
+                   f"is {version}, older than this protoinspect supports ({LEGACY_FORMAT_VERSION}): {REEXPORT_HINT}")
+    return version
+
+
+def _check_digest(d: Mapping[str, Any]) -> None:
+    if DIGEST_KEY not in d:
+        raise BundleError(f"{MANIFEST_NAME} has format_version {d['format_version']} but no '{DIGEST_KEY}': it was "
+                          f"edited by hand (a written manifest always has one); {EDIT_HINT}")
+    try:
+        expected = manifest_digest(d)
+    except (TypeError, ValueError) as exc:
+        msg = f"{MANIFEST_NAME} holds a value JSON cannot (it was edited by hand: {exc}); {EDIT_HINT}"
+        raise BundleError(msg) from None
+    if d[DIGEST_KEY] != expected:
+        raise BundleError(f"{MANIFEST_NAME} was changed after it was written: its content does not match its "
+                          f"'{DIGEST_KEY}' (a threshold, class, setting or file entry was edited). Edited manifests "
+                          f"are refused: {EDIT_HINT}")
+
+
+def normalise(d: Any, *, check_digest: bool) -> dict[str, Any]:
+    """Validate a parsed manifest dict and return its normalised keyword arguments for :class:`Manifest`.
+
+    Writers call it with ``check_digest=False`` before they compute the digest of the result.
+
+    Raises:
+        BundleError: as :meth:`Manifest.from_dict`.
+    """
+    if not isinstance(d, Mapping):
+        raise BundleError(f"{MANIFEST_NAME} must contain a JSON object, got {type(d).__name__}; {RECREATE_HINT}")
+    d = copy.deepcopy(dict(d))
+    version = _check_format(d)
+    if check_digest and version >= FORMAT_VERSION:
+        _check_digest(d)
+    keys = MANIFEST_KEYS + ((DIGEST_KEY,) if version >= FORMAT_VERSION and check_digest else ())
+    missing = [k for k in keys if k not in d]
     if missing:
-        msg = f"manifest_fields is missing required keys {missing}"
-        raise BundleError(msg)
-    d: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created_utc": _utc_now(),
-        "producer": _default_producer(),
-        "classes": [],
-        "datasets": [],
-        "extra": {},
-    }
-    d.update({k: v for k, v in manifest_fields.items() if k != "producer"})
-    d["producer"] = {**d["producer"], **manifest_fields.get("producer", {})}
-    if isinstance(d["preprocess"], PreprocessSpec):
-        d["preprocess"] = d["preprocess"].to_dict()
-    d["files"] = files
-    d["bundle_id"] = compute_bundle_id(files)
+        raise _bad(missing[0], f"is missing (missing keys: {', '.join(missing)}); {RECREATE_HINT}")
+    unknown = sorted(set(d) - set(keys))
+    if unknown:
+        raise _bad(unknown[0], f"is not part of format_version {version} (unexpected keys: {unknown})")
+    for key, tp in _SCHEMA.items():
+        try:
+            d[key] = encode(decode(tp, d[key], path=key))
+        except (ConfigError, InputError) as exc:
+            raise BundleError(f"{MANIFEST_NAME}: {exc}") from None
+    for key in ("bundle_id", "created_utc"):
+        if not d[key]:
+            raise _bad(key, "must be a non-empty string")
+    absent = [k for k in ("image_size", "mean", "std") if k not in d["preprocess"]]
+    if absent:
+        raise _bad(f"preprocess.{absent[0]}", "is missing")
+    if check_digest and version >= FORMAT_VERSION and not _HEX64.match(str(d[DIGEST_KEY])):
+        raise _bad(DIGEST_KEY, f"must be 64 lower-case hex characters, got {d[DIGEST_KEY]!r}")
+    seen_ids: set[int] = set()
+    for i, entry in enumerate(d["classes"]):
+        if entry["id"] in seen_ids:
+            raise _bad(f"classes[{i}].id", f"duplicates class id {entry['id']}")
+        seen_ids.add(entry["id"])
+    for name in d["files"]:
+        try:
+            check_file_name(name)
+        except BundleError as exc:
+            raise _bad(f"files.{name}", f"is not a plain file name: {exc}") from None
     return d
 
 
-def _finalise(d: dict[str, Any]) -> tuple[Manifest, str]:
-    """JSON round trip (tuples -> lists, numpy -> python) then validate; return manifest and text."""
-    text = _to_json_text(d)
-    manifest = Manifest.from_dict(json.loads(text))
-    return manifest, _to_json_text(manifest.to_dict())
-
-
 __all__ = [
+    "EDIT_HINT",
     "FORMAT",
     "FORMAT_VERSION",
+    "LEGACY_FORMAT_VERSION",
+    "MANIFEST_KEYS",
     "MANIFEST_NAME",
     "RECREATE_HINT",
     "REEXPORT_HINT",
     "UPGRADE_HINT",
+    "ClassInfo",
+    "FileEntry",
     "Manifest",
+    "Producer",
+    "Thresholds",
     "check_file_name",
     "compute_bundle_id",
+    "normalise",
 ]

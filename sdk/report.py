@@ -14,7 +14,7 @@ import numpy as np
 
 from protoinspect.sdk.result import InspectionResult, Verdict
 
-STAGES = ("mask", "detect", "regions", "classify", "total")
+STAGES = ("mask", "detect", "regions", "classify", "frame_map", "total")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 _CSS = """

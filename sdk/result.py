@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from enum import Enum
 from typing import Any
 
 import numpy as np
+
+from protoinspect.sdk.errors import InputError
 
 
 class Verdict(str, Enum):
@@ -68,10 +71,13 @@ class InspectionResult:
     Attributes:
         verdict: OK (score below the image threshold), ANOMALOUS, or REJECTED.
         anomaly_score: image-level anomaly score from the detector.
-        anomaly_map: H x W float32 anomaly map at frame resolution (bilinear upsampling of the
-            model-size map; an 8000x8000 frame gives a 256 MB map).
-        mask: H x W bool object mask at frame resolution (all True with masker "none").
-        defects: anomalous regions inside the mask; empty when the verdict is OK.
+        model_map: H' x W' float32 anomaly map at the model's input size (always there; what the
+            regions were found on).
+        mask: H x W bool object mask at frame resolution, or None when no mask was computed: masker
+            ``"none"``, or an OK frame (the mask is computed only for frames whose regions or classes
+            need it, unless ``InspectorConfig.mask_every_frame``).
+        defects: anomalous regions inside the mask (boxes and areas in frame pixels); empty when the
+            verdict is OK.
         timings_ms: milliseconds per stage (``"mask"``, ``"detect"`` (pre-processing included),
             ``"regions"`` and ``"classify"`` (0.0 when skipped: OK fast path, no classifier)) and
             ``"total"``.
@@ -82,12 +88,18 @@ class InspectionResult:
         mask_reused: the mask is the one of an earlier frame (``mask_reuse_frames`` policy).
         image_class_id / image_class_name: the frame's defect class after merging its regions
             (None when the frame is OK or the bundle has no classifier).
+        frame_size: (H, W) of the frame; None: ``model_map``'s shape (a map given at frame size).
+        frame_map: (constructor only) the frame-resolution map when already made; None: made on
+            first access of :attr:`anomaly_map`.
+
+    The frame-resolution map is :attr:`anomaly_map`, made on first access (4 bytes per frame pixel:
+    256 MB for an 8000x8000 frame) unless the Inspector made it already (``InspectorConfig.frame_map``).
     """
 
     verdict: Verdict
     anomaly_score: float
-    anomaly_map: np.ndarray
-    mask: np.ndarray
+    model_map: np.ndarray
+    mask: np.ndarray | None
     defects: tuple[Defect, ...]
     timings_ms: Mapping[str, float]
     over_budget: bool
@@ -97,13 +109,45 @@ class InspectionResult:
     mask_reused: bool = False
     image_class_id: int | None = None
     image_class_name: str | None = None
+    frame_size: tuple[int, int] | None = None
+    frame_map: InitVar[np.ndarray | None] = None
+
+    def __post_init__(self, frame_map: np.ndarray | None) -> None:
+        size = tuple(self.model_map.shape) if self.frame_size is None else tuple(int(v) for v in self.frame_size)
+        object.__setattr__(self, "frame_size", size)
+        if frame_map is not None and tuple(frame_map.shape) != size:
+            raise InputError(f"frame_map has shape {frame_map.shape}, the frame is {size}")
+        if frame_map is None and size == tuple(self.model_map.shape):
+            frame_map = self.model_map
+        object.__setattr__(self, "_frame_map", frame_map)
+        object.__setattr__(self, "_frame_map_lock", threading.Lock())
+
+    @property
+    def anomaly_map(self) -> np.ndarray:
+        """H x W float32 anomaly map at frame resolution: bilinear upsampling of :attr:`model_map`.
+
+        Made on the first access and kept (later accesses return the same array); the model-size
+        map is the cheap one to keep, send or store.
+        """
+        with self._frame_map_lock:  # type: ignore[attr-defined]
+            if self._frame_map is None:  # type: ignore[attr-defined]
+                from protoinspect.sdk.preprocess import resize_map
+
+                object.__setattr__(self, "_frame_map", resize_map(self.model_map, self.frame_size))  # type: ignore[arg-type]
+            return self._frame_map  # type: ignore[attr-defined]
+
+    @property
+    def has_frame_map(self) -> bool:
+        """Whether the frame-resolution :attr:`anomaly_map` exists already (reading it does not allocate)."""
+        return self._frame_map is not None  # type: ignore[attr-defined]
 
     def to_dict(self, include_maps: bool = False) -> dict[str, Any]:
         """JSON-safe form of the result.
 
         Args:
-            include_maps: also include ``anomaly_map`` (nested lists of floats) and ``mask`` (nested
-                lists of bools); otherwise only their shape is given.
+            include_maps: also include ``anomaly_map`` at frame resolution (nested lists of floats;
+                made now if it was not) and ``mask`` (nested lists of bools, or None); otherwise only
+                their shapes are given.
 
         Returns:
             A dict that ``json.dumps`` accepts (non-finite floats as the strings "inf"/"-inf"/"nan").
@@ -120,9 +164,10 @@ class InspectionResult:
             "mask_reused": bool(self.mask_reused),
             "image_class_id": None if self.image_class_id is None else int(self.image_class_id),
             "image_class_name": self.image_class_name,
-            "map_shape": [int(v) for v in self.anomaly_map.shape],
+            "map_shape": [int(v) for v in self.frame_size],  # type: ignore[union-attr]
+            "model_map_shape": [int(v) for v in self.model_map.shape],
         }
         if include_maps:
             d["anomaly_map"] = np.asarray(self.anomaly_map, np.float32).astype(float).tolist()
-            d["mask"] = np.asarray(self.mask, bool).tolist()
+            d["mask"] = None if self.mask is None else np.asarray(self.mask, bool).tolist()
         return d

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from protoinspect.sdk.errors import InputError
-from protoinspect.sdk.preprocess import validate_frame
+from protoinspect.sdk.preprocess import resize_map, to_rgb, validate_frame
 from protoinspect.sdk.result import InspectionResult, Verdict
 
 # BGR colours of the verdict text and boxes
@@ -72,11 +72,12 @@ def overlay(frame_bgr: np.ndarray, result: InspectionResult, alpha: float = 0.5,
     frame = validate_frame(frame_bgr)
     if not 0.0 <= float(alpha) <= 1.0:
         raise InputError(f"alpha must be in [0, 1], got {alpha!r}")
-    base = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else np.ascontiguousarray(frame)
+    base = to_rgb(frame, "rgb")  # gray -> 3 channels; a BGR frame keeps its order (drawn as BGR)
     h, w = base.shape[:2]
-    amap = np.asarray(result.anomaly_map, np.float32)
-    if amap.shape != (h, w):
-        amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
+    if result.has_frame_map and result.anomaly_map.shape == (h, w):
+        amap = np.asarray(result.anomaly_map, np.float32)
+    else:  # from the model-size map: the result's frame-size map is not made just for drawing
+        amap = resize_map(result.model_map, (h, w))
     heat = cv2.applyColorMap(normalize_map(amap, pixel_threshold), cv2.COLORMAP_JET)
     out = cv2.addWeighted(base, 1.0 - float(alpha), heat, float(alpha), 0.0)
     color = VERDICT_COLORS.get(result.verdict, (255, 255, 255))

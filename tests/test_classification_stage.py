@@ -1,4 +1,4 @@
-"""The classifier / outlier-rejector interfaces of the Inspector (filled by discovery bundles)."""
+"""The classifier / outlier-rejector contracts of the Inspector (sdk/stages/contracts.py; filled by discovery bundles)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from protoinspect.sdk.backends.registry import create_backend
 from protoinspect.sdk.bundle import load_bundle
 from protoinspect.sdk.errors import ConfigError
 from protoinspect.sdk.preprocess import PreprocessSpec
-from protoinspect.sdk.stages.classification import ClassificationInput, ClassificationOutput, RegionClass, apply_classes
+from protoinspect.sdk.stages.contracts import ClassificationInput, ClassificationOutput, RegionClass, apply_classes
 
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SPEC = PreprocessSpec(image_size=(64, 64), mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
@@ -61,8 +61,9 @@ def test_classifier_fills_defects_and_rejector_rejects(bundle: Path, rng: np.ran
     assert (result.image_class_id, result.image_class_name) == (1, "new-1")
     assert result.to_dict()["image_class_name"] == "new-1"
     seen = clf.seen[0]
-    assert seen.frame.shape == frame.shape and seen.mask.shape == frame.shape[:2]
-    assert seen.detection.anomaly_map.shape == frame.shape[:2]
+    assert seen.frame.shape == frame.shape and seen.object_mask is None  # masker "none"
+    assert seen.detection.model_map.shape == (64, 64) and seen.detection.frame_map().shape == frame.shape[:2]
+    assert seen.defects == seen.regions.defects and len(seen.regions.defect_labels) == len(seen.defects)
     assert result.timings_ms["classify"] > 0.0
     with _inspector(bundle, -math.inf, classifier=LargestIsNovel(), rejector=RejectNovel()) as insp:
         assert insp.inspect(frame).verdict is Verdict.REJECTED

@@ -14,7 +14,9 @@ from protoinspect.sdk.stages.crops import (
     anomaly_crop_boxes,
     crop_areas,
     crop_scores,
+    kept_crop_count,
     merge_region_probabilities,
+    region_crops,
 )
 
 
@@ -191,3 +193,45 @@ def test_mebin_mask_to_crops_end_to_end() -> None:
         assert sum(b.x0 <= cx < b.x1 and b.y0 <= cy < b.y1 for b in boxes) == 1
     assert (crop_scores(result.normalized, boxes) > 0.95).all()
     assert (crop_areas(result.mask, boxes) > 50).all()
+
+
+def _labels(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    import cv2
+
+    return cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+
+
+def test_region_crops_know_their_regions() -> None:
+    # two close blobs merge into one crop (both labels), a far one keeps its own, and a blob nested in a
+    # ring's hole belongs to the ring's crop
+    mask = _mask((200, 200), (30, 40, 5, 5), (40, 40, 5, 5), (150, 150, 10, 10))
+    ring = np.zeros((200, 200), bool)
+    ring[100:130, 20:50] = True
+    ring[105:125, 25:45] = False
+    ring[112:118, 32:38] = True  # nested inside the hole
+    mask |= ring
+    count, labels = _labels(mask)
+    crops = region_crops(mask, CropSettings(), labels)
+    assert sorted(label for c in crops for label in c.labels) == list(range(1, count))  # each region in one crop
+    by_label = {label: c for c in crops for label in c.labels}
+    assert by_label[labels[41, 31]] is by_label[labels[41, 41]]  # the merged pair
+    assert by_label[labels[114, 34]] is by_label[labels[100, 20]]  # nested blob -> the ring's crop
+    assert len(crops) == 3
+    assert [c.box for c in crops] == anomaly_crop_boxes(mask, 10)  # the same boxes as training's, all kept
+    assert region_crops(np.zeros((10, 10), bool), CropSettings(), np.zeros((10, 10), np.int32)) == []
+
+
+def test_region_crops_match_anomaly_crop_boxes_on_random_masks(rng: np.random.Generator) -> None:
+    import cv2
+
+    for _ in range(50):
+        h, w = (int(v) for v in rng.integers(20, 120, 2))
+        blurred = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.5, 3)))
+        mask = blurred > rng.uniform(0.45, 0.6)
+        count, labels = _labels(mask)
+        crops = region_crops(mask, CropSettings(), labels)
+        members = [label for c in crops for label in c.labels]
+        assert sorted(members) == list(range(1, count))
+        k = int(rng.integers(0, 5))
+        assert anomaly_crop_boxes(mask, k) == ([c.box for c in crops[:kept_crop_count(k, CropSettings())]]
+                                               or [CropBox(0, 0, w, h)])

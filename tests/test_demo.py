@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protoinspect.training.demo import main
+from protoinspect.pipelines.demo import main
 
 SMALL = ["crop=32", "steps=4", "batch=4", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16", "detector.embed_dim=32",
          "detector.num_heads=2", "detector.blur_sigma=1.0", "num_threads=1"]

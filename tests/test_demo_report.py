@@ -136,7 +136,7 @@ def test_thumbnail_of_a_gray_image_gets_colour_and_outline(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_demo_writes_the_summary_and_prints_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from protoinspect.training.demo import main
+    from protoinspect.pipelines.demo import main
 
     tiny = ["crop=32", "steps=4", "batch=2", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16",
             "detector.embed_dim=32", "detector.num_heads=2", "detector.blur_sigma=1.0", "num_threads=1",

@@ -19,8 +19,8 @@ TINY_DETECTOR = [
     "image_size=64", "crop=32", "steps=4", "batch=4", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16",
     "detector.embed_dim=32", "detector.num_heads=2", "detector.blur_sigma=1.0",
 ]
-TINY_DISCOVERY = ["contrastive_steps=6", "prototype_steps=6", "batch=8", "grid=4", "embed_dim=16",
-                  "num_heads=2", "proj_dim=8", "jitters=2", "k_max=4", "num_threads=1"]
+TINY_DISCOVERY = ["contrastive_steps=6", "prototype_steps=6", "batch=8", "classifier.grid=4", "classifier.embed_dim=16",
+                  "classifier.num_heads=2", "classifier.proj_dim=8", "jitters=2", "k_max=4", "num_threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,11 @@ def test_discovery_bundle_keeps_the_detector_and_adds_classes(discovery_bundle: 
     assert info["training"]["k_novel_estimated"] == len(novel)
     s = info["settings"]
     assert s["s_min"] <= s["s_max"] and isinstance(s["reject_threshold"], float)
+    # the typed view of the same section (what the runtime reads), and the config nested, not flat
+    section = new.discovery
+    assert new.sealed and section.settings.reject_threshold == s["reject_threshold"]
+    assert section.classifier.config.grid == 4 and section.classifier.config.num_classes == len(new.classes)
+    assert section.training.known_types == ["crack"] and section.training.config["classifier"]["grid"] == 4
 
 
 def test_evaluate_discovery_writes_the_metrics(discovery_bundle: tuple[Path, Path], tile: Path, tmp_path: Path) -> None:
@@ -77,22 +82,42 @@ def test_evaluate_discovery_writes_the_metrics(discovery_bundle: tuple[Path, Pat
 
 
 def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path], tile: Path) -> None:
+    from dataclasses import replace
+
     from protoinspect.export.classifier_export import export_classifier_onnx
+    from protoinspect.sdk.stages.mebin import MEBinSettings
+    from protoinspect.sdk.stages.regions import MapRegionFinder, RegionSettings
 
     _, disc = discovery_bundle
     export_classifier_onnx(disc)  # idempotent: replaces classifier.onnx
-    names = {c["name"] for c in load_bundle(disc).manifest.classes}
+    bundle = load_bundle(disc)
+    names = {c["name"] for c in bundle.manifest.classes}
     frames = [cv2.imread(str(p)) for p in sorted((tile / "test").glob("*/*.png"))[:6]]
+    cfg = InspectorConfig(image_threshold=float("-inf"), pixel_threshold=float("-inf"), threads=1)
+    defaults = {}
+    for backend in ("onnxruntime", "torch"):
+        with Inspector.from_bundle(disc, backend=backend, config=cfg) as insp:
+            assert insp.describe()["stages"]["regions"] == "MapRegionFinder"
+            defaults[backend] = [insp.inspect(f) for f in frames]
+    # A 4-step detector's maps rarely hold a MEBin-stable region in the range calibrated on its training maps;
+    # this range (these frames' maps) and these MEBin settings find regions on every map, so every frame has
+    # defects to classify (the rest of the path is the bundle's).
+    maps = [r.model_map for r in defaults["onnxruntime"]]
+    settings = replace(bundle.manifest.discovery.settings, s_min=float(min(m.min() for m in maps)),
+                       s_max=float(max(m.max() for m in maps)), mebin=MEBinSettings(erode_kernel=0, min_interval_len=1))
+    eager = MapRegionFinder(RegionSettings(pixel_threshold=float("-inf"), min_area_px=1, discovery=settings))
     results = {}
     for backend in ("onnxruntime", "torch"):
-        cfg = InspectorConfig(image_threshold=float("-inf"), pixel_threshold=float("-inf"), threads=1)
-        with Inspector.from_bundle(disc, backend=backend, config=cfg) as insp:
+        with Inspector.from_bundle(disc, backend=backend, config=cfg, regions=eager) as insp:
             results[backend] = [insp.inspect(f) for f in frames]
     for r_ort, r_torch in zip(results["onnxruntime"], results["torch"]):
         assert r_ort.verdict in (Verdict.ANOMALOUS, Verdict.REJECTED)
         assert r_ort.image_class_name in names and r_ort.image_class_name == r_torch.image_class_name
         assert r_ort.defects and all(d.class_name in names and d.class_score is not None for d in r_ort.defects)
+        assert [d.class_name for d in r_ort.defects] == [d.class_name for d in r_torch.defects]
         assert r_ort.timings_ms["classify"] > 0
+    for r in defaults["onnxruntime"]:  # the bundle's own MEBin: a class per frame, per defect when MEBin found one
+        assert r.image_class_name in names and all(d.class_name in names for d in r.defects)
     from protoinspect.sdk.report import HtmlReport
 
     report = HtmlReport(tile.parent / "report-with-classes")
@@ -105,8 +130,8 @@ def test_inspector_classifies_defect_regions(discovery_bundle: tuple[Path, Path]
 
 
 def test_rejection_follows_the_calibrated_threshold(discovery_bundle: tuple[Path, Path], tile: Path) -> None:
-    from protoinspect.sdk.stages.classification import ClassificationOutput, RegionClass
-    from protoinspect.sdk.stages.discovery import VmfRejector
+    from protoinspect.sdk.stages.contracts import ClassificationOutput, RegionClass
+    from protoinspect.sdk.stages.region_classifier import VmfRejector
 
     threshold = load_bundle(discovery_bundle[1]).manifest.extra["discovery"]["settings"]["reject_threshold"]
     rej = VmfRejector(threshold)
@@ -149,7 +174,7 @@ def test_apply_edits_accepts_renames_merges_and_drops() -> None:
 
 def test_discover_cli_reviews_and_writes_a_new_bundle(discovery_bundle: tuple[Path, Path], tile: Path,
                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from protoinspect.training.discover import main
+    from protoinspect.pipelines.commands import discover_main as main
 
     disc = discovery_bundle[1]
     before = (disc / "manifest.json").read_text()
@@ -162,6 +187,7 @@ def test_discover_cli_reviews_and_writes_a_new_bundle(discovery_bundle: tuple[Pa
     assert main([str(tile / "test"), "--bundle", str(disc), "--name", "0=hairline", "--quiet",
                  "--report", str(tmp_path / "r"), "--out", str(tmp_path / "v2")]) == 0
     new = load_bundle(tmp_path / "v2").manifest
+    assert new.sealed and new.discovery.edits[-1]["names"] == {"0": "hairline"}  # a new, sealed version
     assert new.classes[0]["name"] == "hairline" and "classifier.onnx" in new.files
     assert (disc / "manifest.json").read_text() == before  # the reviewed bundle is unchanged
 

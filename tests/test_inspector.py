@@ -1,4 +1,6 @@
-"""Tests of protoinspect.sdk.Inspector: decisions, maps at frame resolution, input checks, threads, maskers, lifecycle."""
+"""Tests of protoinspect.sdk.Inspector: decisions, model-size and (lazy) frame-size maps, input checks, threads,
+maskers, lifecycle. The per-frame economies (one region pass, lazy map / mask / features) and stage injection
+are tested in tests/sdk/test_inspector_stages.py."""
 
 from __future__ import annotations
 
@@ -56,8 +58,11 @@ def _frame(rng: np.random.Generator, h: int = 100, w: int = 150, channels: int |
 def _same(a: InspectionResult, b: InspectionResult) -> None:
     assert a.verdict == b.verdict
     assert a.anomaly_score == b.anomaly_score
+    np.testing.assert_array_equal(a.model_map, b.model_map)
     np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
-    np.testing.assert_array_equal(a.mask, b.mask)
+    assert (a.mask is None) == (b.mask is None)
+    if a.mask is not None:
+        np.testing.assert_array_equal(a.mask, b.mask)
     assert a.defects == b.defects
 
 
@@ -119,9 +124,9 @@ def test_anomalous_finds_regions(bundle: Path, rng: np.random.Generator) -> None
     d = everything.defects[0]
     assert d.bbox_xyxy == (0, 0, 150, 100) and d.area_px == 100 * 150
     assert d.class_id is None and d.class_name is None and d.is_novel is False
-    assert d.score == pytest.approx(float(everything.anomaly_map.max()))
+    assert d.score == float(everything.model_map.max())  # regions are found on the model-size map
 
-    threshold = float(np.quantile(everything.anomaly_map, 0.9))
+    threshold = float(np.quantile(everything.model_map, 0.9))
     with _make(bundle, **FORCE_ANOMALOUS, pixel_threshold=threshold, min_defect_area_px=4) as insp:
         result = insp.inspect(frame)
     assert result.defects, "a low pixel threshold finds regions"
@@ -143,11 +148,15 @@ def test_bundle_threshold_decides(inspector: Inspector, rng: np.random.Generator
 
 
 @pytest.mark.parametrize("channels", [3, None, 1])
-def test_maps_at_frame_resolution(inspector: Inspector, rng: np.random.Generator, channels: int | None) -> None:
+def test_maps_at_model_and_frame_resolution(inspector: Inspector, rng: np.random.Generator,
+                                            channels: int | None) -> None:
     result = inspector.inspect(_frame(rng, 100, 150, channels))
+    assert result.model_map.shape == (64, 64) and result.model_map.dtype == np.float32
+    assert result.frame_size == (100, 150) and not result.has_frame_map  # made only when read
     assert result.anomaly_map.shape == (100, 150) and result.anomaly_map.dtype == np.float32
-    assert result.mask.shape == (100, 150) and result.mask.dtype == bool and result.mask.all()
-    assert set(result.timings_ms) == {"mask", "detect", "regions", "classify", "total"}
+    assert result.has_frame_map and result.anomaly_map is result.anomaly_map  # made once
+    assert result.mask is None  # masker "none": no mask is ever computed
+    assert set(result.timings_ms) == {"mask", "detect", "regions", "classify", "frame_map", "total"}
 
 
 def test_bgr_and_rgb_agree(bundle: Path, rng: np.random.Generator) -> None:
@@ -171,41 +180,37 @@ def test_bad_input_raises_and_inspector_keeps_working(inspector: Inspector, bad:
 
 def test_non_contiguous_views_match_copies(inspector: Inspector, rng: np.random.Generator) -> None:
     big = _frame(rng, 200, 300)
-    for view in (big[20:120, 40:190], big[::-1], big[:, ::-1], big[::2, ::2], big[10:150:3, 5:290:2]):
+    # read in place (ROI crops, row steps, reversed channels) or copied at the view's size (column steps)
+    for view in (big[20:120, 40:190], big[::3], big[:, :, ::-1], big[::2, ::2], big[10:150:3, 5:290:2]):
         assert not view.flags.c_contiguous
         _same(inspector.inspect(view), inspector.inspect(np.ascontiguousarray(view)))
+    for view in (big[::-1], big[:, ::-1], big[::-1, ::-1, ::-1]):  # mirrored: resized unmirrored, then mirrored
+        a, b = inspector.inspect(view), inspector.inspect(np.ascontiguousarray(view))
+        scale = max(1.0, float(np.abs(b.model_map).max()))
+        np.testing.assert_allclose(a.model_map, b.model_map, atol=0.05 * scale)  # inputs differ by <= 1 grey level
+        assert abs(a.anomaly_score - b.anomaly_score) <= 0.05 * scale
 
 
-def test_huge_frame(bundle: Path) -> None:
+@pytest.mark.parametrize("view", [False, True])
+def test_huge_frame(bundle: Path, view: bool) -> None:
     import tracemalloc
 
     frame = np.full((8000, 8000, 3), 90, np.uint8)
     frame[3000:5000, 3000:5000] = 200
-    with _make(bundle, **FORCE_ANOMALOUS, masker="otsu") as insp:
+    image = frame[:, :, ::-1] if view else frame  # a BGR -> RGB view is not copied either
+    with _make(bundle, **FORCE_ANOMALOUS, masker="otsu", color_order="rgb" if view else "bgr") as insp:
         insp.inspect(frame[:64, :64])
         tracemalloc.start()
         try:
-            result = insp.inspect(frame)
+            result = insp.inspect(image)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    assert result.anomaly_map.shape == (8000, 8000) and result.anomaly_map.dtype == np.float32
-    assert result.mask.shape == (8000, 8000)
-    returned = result.anomaly_map.nbytes + result.mask.nbytes  # 320 MB, the result itself
-    assert peak < returned + frame.nbytes // 2, f"peak {peak / 1e6:.0f} MB for a {returned / 1e6:.0f} MB result"
-
-
-def test_regions_of_huge_maps_are_found_at_working_size() -> None:
-    from protoinspect.sdk.stages.regions import extract_defects
-
-    amap = np.zeros((3000, 4000), np.float32)
-    amap[1000:1600, 2000:2900] = 1.0
-    mask = np.ones(amap.shape, bool)
-    (big,) = extract_defects(amap, 0.5, mask, 1)
-    (exact,) = extract_defects(amap, 0.5, mask, 1, working_side=4000)
-    assert exact.bbox_xyxy == (2000, 1000, 2900, 1600) and exact.area_px == 600 * 900
-    assert np.allclose(big.bbox_xyxy, exact.bbox_xyxy, atol=4)  # 4 = one working pixel in frame pixels
-    assert abs(big.area_px - exact.area_px) / exact.area_px < 0.01
+    assert result.mask is not None and result.mask.shape == (8000, 8000)  # anomalous: the regions needed it
+    assert not result.has_frame_map  # no 256 MB map unless asked for
+    # the frame-size object mask (64 MB) is all the result holds; no full-resolution copy of the frame
+    assert peak < result.mask.nbytes + frame.nbytes // 16, f"peak {peak / 1e6:.0f} MB"
+    assert result.anomaly_map.shape == (8000, 8000) and result.has_frame_map  # the caller asked now
 
 
 def test_inspect_batch_equals_inspect(inspector: Inspector, rng: np.random.Generator) -> None:
@@ -260,10 +265,11 @@ def test_to_dict_is_json(bundle: Path, rng: np.random.Generator) -> None:
         result = insp.inspect(_frame(rng, 20, 30))
     d = json.loads(json.dumps(result.to_dict()))
     assert d["verdict"] == "ANOMALOUS" and "anomaly_map" not in d and d["map_shape"] == [20, 30]
+    assert d["model_map_shape"] == [64, 64] and not result.has_frame_map
     assert d["defects"][0]["bbox_xyxy"] == [0, 0, 30, 20]
     full = json.loads(json.dumps(result.to_dict(include_maps=True)))
     assert np.allclose(np.array(full["anomaly_map"], np.float32), result.anomaly_map)
-    assert np.array(full["mask"]).shape == (20, 30)
+    assert full["mask"] is None  # masker "none"
     json.dumps(insp.describe())
 
 
@@ -312,7 +318,7 @@ def test_roi_and_no_masker() -> None:
 
 
 def test_roi_in_inspector_restricts_regions(bundle: Path, rng: np.random.Generator) -> None:
-    frame = _frame(rng)
+    frame = _frame(rng, 128, 128)  # twice the model size: the ROI maps exactly onto model pixels
     with _make(bundle, **FORCE_ANOMALOUS, pixel_threshold=-math.inf, masker="roi", roi_xyxy=(10, 20, 60, 70),
                min_defect_area_px=1) as insp:
         result = insp.inspect(frame)
@@ -324,7 +330,7 @@ def test_roi_in_inspector_restricts_regions(bundle: Path, rng: np.random.Generat
 
 
 def test_mask_reuse_policy(bundle: Path, rng: np.random.Generator) -> None:
-    with _make(bundle, masker="otsu", mask_reuse_frames=2) as insp:
+    with _make(bundle, masker="otsu", mask_reuse_frames=2, **FORCE_ANOMALOUS) as insp:
         calls = []
         real = insp.masker.mask
 
@@ -340,7 +346,7 @@ def test_mask_reuse_policy(bundle: Path, rng: np.random.Generator) -> None:
             np.testing.assert_array_equal(r.mask, results[0].mask)
         insp.inspect(_frame(rng, 64, 64))  # a new frame size always recomputes
         assert len(calls) == 4
-    with _make(bundle, masker="otsu") as every:
+    with _make(bundle, masker="otsu", mask_every_frame=True) as every:
         real_every = every.masker.mask
         count = []
         every.masker.mask = lambda f: count.append(1) or real_every(f)  # type: ignore[method-assign]

@@ -45,20 +45,32 @@ def test_importing_kernels_imports_neither_triton_nor_torch() -> None:
 
 
 def test_missing_triton_names_the_extra() -> None:
-    proc = _python("import sys\nsys.modules['triton'] = None  # as if not installed\n"
-                   "from protoinspect.sdk.errors import MissingDependencyError\n"
+    """The kernels raise their own ImportError subclass; the models surface it as MissingDependencyError."""
+    proc = _python("import sys, torch\nsys.modules['triton'] = None  # as if not installed\n"
+                   "from protoinspect.kernels.errors import TritonNotInstalledError\n"
                    "try:\n    from protoinspect.kernels import prototype_attention\n"
-                   "except MissingDependencyError as exc:\n    print('raised:', exc)\n")
+                   "except TritonNotInstalledError as exc:\n    print('kernels:', isinstance(exc, ImportError), exc)\n"
+                   "from protoinspect.sdk.errors import MissingDependencyError\n"
+                   "from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet\n"
+                   "cfg = DetectorConfig(embed_dim=32, num_heads=2, num_prototypes=8, num_layers=1,\n"
+                   "                     attention_impl='triton')\n"
+                   "net = PrototypeDetectorNet(cfg).eval()\n"
+                   "try:\n    net(torch.zeros(1, 3, 32, 32))\n"
+                   "except MissingDependencyError as exc:\n    print('sdk:', exc)\n",
+                   TRITON_INTERPRET="1")
     assert proc.returncode == 0, proc.stderr
-    assert "raised:" in proc.stdout and "protoinspect[triton]" in proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("kernels: True") and lines[1].startswith("sdk:"), proc.stdout
+    for line in lines:
+        assert 'pip install "protoinspect[triton]"' in line, line
 
 
 @needs_triton
 def test_cpu_launch_without_interpreter_says_what_to_do() -> None:
     """Without TRITON_INTERPRET the kernels reject CPU tensors with a clear message (not '0 active drivers')."""
     code = ("import torch\nfrom protoinspect.kernels import prototype_attention, region_guided_attention\n"
-            "import protoinspect.kernels.region_guided_attention\n"
-            "assert protoinspect.kernels.region_guided_attention is region_guided_attention  # not rebound to the module\n"
+            "import protoinspect.kernels.region_guided_attention_kernel\n"
+            "assert protoinspect.kernels.region_guided_attention is region_guided_attention  # the launcher\n"
             "x = torch.randn(1, 1, 4, 16)\n"
             "for call in (lambda: prototype_attention(x, x[0], x[0]),\n"
             "             lambda: region_guided_attention(x, x, x, torch.zeros(1, 1, 4))):\n"
@@ -68,4 +80,4 @@ def test_cpu_launch_without_interpreter_says_what_to_do() -> None:
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2, proc.stdout
     for line in lines:
-        assert line.startswith("InputError") and "need CUDA tensors" in line and "TRITON_INTERPRET=1" in line, line
+        assert line.startswith("KernelInputError") and "need CUDA tensors" in line and "TRITON_INTERPRET=1" in line, line

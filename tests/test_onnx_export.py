@@ -22,7 +22,7 @@ from protoinspect.export.onnx_export import (  # noqa: E402
     MIN_OPSET,
     ONNX_FILE,
     SCORE_ATOL,
-    DetectorExportModule,
+    DetectorGraph,
     export_detector_onnx,
     lint_onnx,
     main,
@@ -132,7 +132,7 @@ def test_export_fused_map_mode(tmp_path: Path, rng: np.random.Generator) -> None
     assert lint_onnx(bundle / ONNX_FILE) == []
     assert "Sigmoid" in info["op_types"]  # the segmentation head is in the graph
 
-    module = DetectorExportModule(load_detector_net(bundle), load_bundle(bundle).manifest.preprocess_spec).eval()
+    module = DetectorGraph(load_detector_net(bundle), load_bundle(bundle).manifest.preprocess_spec).eval()
     frames = _frames(rng, 3)
     with torch.no_grad():
         t_map, t_score, t_feat = module(torch.from_numpy(frames))
@@ -191,7 +191,7 @@ def test_trt_lint_failure_aborts_export_and_leaves_bundle(tmp_path: Path, rng: n
     [PreprocessSpec(image_size=SIZE), PreprocessSpec(image_size=(32, 48), mean=(0.3, 0.5, 0.7), std=(0.2, 0.25, 0.3))],
 )
 def test_baked_normalisation_equals_sdk_normalize(spec: PreprocessSpec, rng: np.random.Generator) -> None:
-    module = DetectorExportModule(torch.nn.Identity(), spec)
+    module = DetectorGraph(torch.nn.Identity(), spec)
     frames = _all_values_and_random(rng, spec.image_size)
     expected = np.stack([normalize(f, spec) for f in frames])
     with torch.no_grad():
@@ -219,7 +219,7 @@ class _Echo(torch.nn.Module):
 def test_onnx_normalisation_equals_sdk_normalize(tmp_path: Path, rng: np.random.Generator) -> None:
     """The normalisation as onnxruntime runs it (observed bit-exact on x86; 1e-6 allows a fused multiply-add)."""
     spec = PreprocessSpec(image_size=(32, 32), mean=(0.3, 0.5, 0.7), std=(0.2, 0.25, 0.3))
-    module = DetectorExportModule(_Echo(), spec).eval()
+    module = DetectorGraph(_Echo(), spec).eval()
     path = tmp_path / "norm.onnx"
     torch.onnx.export(module, (torch.from_numpy(_frames(rng, 2, (32, 32))),), str(path), dynamo=False, opset_version=17,
                       input_names=["image"], output_names=["x", "m", "f"], dynamic_axes={"image": {0: "b"}})
@@ -339,10 +339,10 @@ def test_trt_ops_tables_are_consistent() -> None:
 
 
 def test_cli_export_prints_parity(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from protoinspect.sdk.cli import COMMANDS
-    from protoinspect.sdk.cli import main as cli_main
+    from protoinspect.pipelines.cli import COMMANDS
+    from protoinspect.pipelines.cli import main as cli_main
 
-    assert COMMANDS["export"][0] == "protoinspect.export.onnx_export:main"
+    assert COMMANDS["export"][0] == "protoinspect.pipelines.commands:export_main"
     assert cli_main(["export", str(bundle), "--opset", "17"]) == 0
     out = capsys.readouterr().out
     assert "anomaly_map  max |diff|" in out and "score        max |diff|" in out

@@ -93,6 +93,7 @@ def test_recalibrate_sets_the_operating_point_with_its_trust(tiny_products: list
     assert recalibrate_main(["--bundle", str(old), "--out", str(new), "--false-alarm-rate", "0.3", "--quiet"]) == 0
     assert {p.name: sha256_file(p) for p in old.iterdir()} == before
     new_m = load_bundle(new).manifest
+    assert new_m.sealed  # recalibrate is a legitimate writer: its new thresholds are covered by the digest
     cal = new_m.thresholds["calibration"]
     assert cal["target_false_alarm_rate"] == pytest.approx(0.3) and cal["image_quantile"] == pytest.approx(0.7)
     assert new_m.thresholds["image"] < old_m.thresholds["image"]  # a looser operating point, a lower threshold

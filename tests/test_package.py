@@ -27,7 +27,7 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_runtime_sdk_imports_no_training_or_torch() -> None:
-    loaded = _loaded_after("import protoinspect.sdk, protoinspect.sdk.preprocess, protoinspect.sdk.bundle, protoinspect.sdk.errors, protoinspect.sdk.cli, protoinspect.sdk._imports")
+    loaded = _loaded_after("import protoinspect.sdk, protoinspect.sdk.preprocess, protoinspect.sdk.bundle, protoinspect.sdk.errors, protoinspect.pipelines.cli, protoinspect.sdk._imports")
     assert loaded == [], f"the runtime SDK imported {loaded}"
 
 
@@ -38,13 +38,13 @@ def test_probe_detects_heavy_imports() -> None:
 
 
 def test_cli_help_imports_no_training() -> None:
-    loaded = _loaded_after("from protoinspect.sdk.cli import main\nimport contextlib, io\n"
+    loaded = _loaded_after("from protoinspect.pipelines.cli import main\nimport contextlib, io\n"
                            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])")
     assert loaded == []
 
 
 def test_cli_help_lists_commands() -> None:
-    proc = _python("-m", "protoinspect.sdk.cli", "--help")
+    proc = _python("-m", "protoinspect.pipelines.cli", "--help")
     assert proc.returncode == 0, proc.stderr
     for command in ("demo", "train", "evaluate", "synth"):
         assert f"  {command} " in proc.stdout, proc.stdout
@@ -52,13 +52,13 @@ def test_cli_help_lists_commands() -> None:
 
 
 def test_cli_without_arguments_prints_usage_and_fails() -> None:
-    proc = _python("-m", "protoinspect.sdk.cli")
+    proc = _python("-m", "protoinspect.pipelines.cli")
     assert proc.returncode == 2
     assert "usage" in proc.stdout.lower()
 
 
 def test_cli_unknown_command() -> None:
-    proc = _python("-m", "protoinspect.sdk.cli", "frobnicate")
+    proc = _python("-m", "protoinspect.pipelines.cli", "frobnicate")
     assert proc.returncode == 2
     assert "unknown command 'frobnicate'" in proc.stderr
     assert "demo" in proc.stderr  # lists what exists
@@ -66,14 +66,14 @@ def test_cli_unknown_command() -> None:
 
 
 def test_cli_version() -> None:
-    proc = _python("-m", "protoinspect.sdk.cli", "--version")
+    proc = _python("-m", "protoinspect.pipelines.cli", "--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"protoinspect {protoinspect.sdk.__version__}"
     assert protoinspect.sdk.__version__ in (ROOT / "pyproject.toml").read_text()
 
 
 def test_cli_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    from protoinspect.sdk.cli import COMMANDS, main
+    from protoinspect.pipelines.cli import COMMANDS, main
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -85,7 +85,7 @@ def test_cli_main_in_process(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_commands_resolve_to_functions() -> None:
     import importlib
 
-    from protoinspect.sdk.cli import COMMANDS
+    from protoinspect.pipelines.cli import COMMANDS
 
     for name, (target, _) in COMMANDS.items():
         module, func = target.split(":")

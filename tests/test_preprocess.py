@@ -17,7 +17,7 @@ from protoinspect.sdk.preprocess import (
     preprocess_batch,
     preprocess_frame,
     resize_map,
-    resize_mask,
+    resize_gt_mask,
     resize_to_rgb,
     validate_frame,
 )
@@ -345,28 +345,28 @@ def test_spec_normalises_types() -> None:
 # ----------------------------------------------------------------------------- masks and maps
 
 
-def test_resize_mask_binarises_above_127(rng: np.random.Generator) -> None:
+def test_resize_gt_mask_binarises_above_127(rng: np.random.Generator) -> None:
     mask = rng.integers(0, 256, (64, 64), dtype=np.uint8)
     mask[0] = np.arange(64)  # a row of small values
-    out = resize_mask(mask, (64, 64))
+    out = resize_gt_mask(mask, (64, 64))
     assert out.dtype == bool and out.shape == (64, 64)
     np.testing.assert_array_equal(out, mask > 127)
     # values 1..127 are never defect, 128..255 always are
     low = np.arange(1, 128, dtype=np.uint8).reshape(1, -1).repeat(16, axis=0)
-    assert not resize_mask(low, (16, 127)).any()
+    assert not resize_gt_mask(low, (16, 127)).any()
     high = np.arange(128, 256, dtype=np.uint8).reshape(1, -1).repeat(16, axis=0)
-    assert resize_mask(high, (16, 128)).all()
+    assert resize_gt_mask(high, (16, 128)).all()
 
 
-def test_resize_mask_changes_size_with_nearest() -> None:
+def test_resize_gt_mask_changes_size_with_nearest() -> None:
     mask = np.zeros((100, 60), np.uint8)
     mask[20:60, 10:40] = 255
     mask[70:80, 45:55] = 100  # below threshold: ignored
-    out = resize_mask(mask, (50, 30))
+    out = resize_gt_mask(mask, (50, 30))
     assert out.shape == (50, 30) and out.dtype == bool
     assert out[10:30, 5:20].all()
     assert out.sum() == 20 * 15
-    assert resize_mask(mask, (50, 30), threshold=50).sum() > out.sum()
+    assert resize_gt_mask(mask, (50, 30), threshold=50).sum() > out.sum()
 
 
 def test_resize_map_keeps_float32_and_shape(rng: np.random.Generator) -> None:

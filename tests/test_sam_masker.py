@@ -23,6 +23,7 @@ import pytest
 
 from protoinspect.sdk.config import InspectorConfig
 from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.inspector_stages import masker_settings
 from protoinspect.sdk.stages.masker import build_masker
 
 pytestmark = pytest.mark.skipif(
@@ -193,7 +194,7 @@ def test_checkpoint_route_through_registry(sa: types.ModuleType, tmp_path: Path,
 
     cfg = InspectorConfig(masker="sam", sam_checkpoint=str(ckpt), sam_model_type="tiny_test",
                           sam_points=((75, 50),))
-    built = build_masker(cfg)
+    built = build_masker(masker_settings(cfg))
     assert isinstance(built, SamMasker) and built.mask(bgr).shape == (100, 150)
 
 

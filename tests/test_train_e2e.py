@@ -53,9 +53,9 @@ def test_train_writes_a_complete_bundle(tiny_products: list[Path], tmp_path: Pat
             assert 0.0 <= row[key] <= 1.0
         assert row["num_test"] == row["num_anomalous"] + row["num_normal"] == 4 + 6
 
-    # the export CLI's parity check uses real frames of the recorded training data by default
-    from protoinspect.export.onnx_export import main as export_main
-    from protoinspect.export.onnx_export import training_data_frames
+    # `protoinspect export` (pipelines) gives the parity check real frames of the recorded training data
+    from protoinspect.pipelines.commands import export_main
+    from protoinspect.training.dataset_frames import training_data_frames
 
     frames, paths = training_data_frames(out, per_dataset=2)
     assert len(frames) == len(paths) == 4 and all(f.dtype == np.uint8 and f.shape[0] == 64 for f in frames)

@@ -12,7 +12,7 @@ import torch
 
 from protoinspect.sdk.errors import ConfigError
 from protoinspect.sdk.models.prototype_detector import DetectorConfig
-from protoinspect.training.anomaly_synthesis import KINDS, synthesize_anomaly
+from protoinspect.training.pseudo_anomalies import KINDS, synthesize_anomaly
 from protoinspect.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from protoinspect.training.config import DetectorTrainConfig, apply_overrides, load_train_config
 from protoinspect.training.losses import dice_loss, focal_loss, reconstruction_loss
@@ -77,10 +77,10 @@ def test_json_config_file(tmp_path: Path) -> None:
 
 
 def test_apply_overrides_does_not_mutate_base() -> None:
-    base = DetectorTrainConfig().to_dict()
+    base = DetectorTrainConfig()
     out = apply_overrides(base, ["detector.embed_dim=64"])
-    assert out["detector"]["embed_dim"] == 64
-    assert base["detector"]["embed_dim"] == DetectorConfig().embed_dim
+    assert out.detector.embed_dim == 64 and isinstance(out, DetectorTrainConfig)
+    assert base.detector.embed_dim == DetectorConfig().embed_dim
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_apply_overrides_does_not_mutate_base() -> None:
         ("stepz=3", ["stepz", "unknown key", "steps"]),
         ("detector.num_protoypes=3", ["num_protoypes", "unknown key", "num_prototypes"]),
         ("abc", ["abc", "key=value"]),
-        ("optim.lr=1", ["optim", "not a section"]),
+        ("optim.lr=1", ["optim", "unknown key"]),
         ("seed.x=1", ["seed", "not a section"]),
         ("steps=0", ["steps >= 1"]),
         ("crop=100", ["crop", "multiple of 16"]),
@@ -141,8 +141,8 @@ def test_legacy_manifest_training_section_reads() -> None:
 @pytest.mark.parametrize(
     "text,words",
     [
-        ("stepz: 3\n", ["unknown training config keys", "stepz"]),
-        ("detector:\n  num_protoypes: 3\n", ["unknown detector config keys", "num_protoypes"]),
+        ("stepz: 3\n", ["unknown key 'stepz'", "steps", "cfg.yaml"]),
+        ("detector:\n  num_protoypes: 3\n", ["unknown key 'detector.num_protoypes'", "num_prototypes"]),
         ("- 1\n- 2\n", ["top level must be a mapping"]),
         ("steps: 0\n", ["steps"]),
     ],

@@ -131,9 +131,14 @@ def test_check_sidecar_accepts_a_match() -> None:
 
 
 def test_select_engine() -> None:
+    from protoinspect.sdk.config_codec import from_dict
+    from protoinspect.sdk.manifest_sections import TensorRTSection
+
     entry = {"onnx_file": "detector.onnx", "precision": "fp16", "compute_capability": "8.7"}
-    extra = {"tensorrt": {"engines": {"a.engine": entry, "b.engine": {**entry, "precision": "int8"},
-                                      "c.engine": {**entry, "compute_capability": "9.0"}}}}
+    extra = from_dict(TensorRTSection, {"engines": {"a.engine": entry, "b.engine": {**entry, "precision": "int8"},
+                                                    "c.engine": {**entry, "compute_capability": "9.0"}}})
+    with pytest.raises(BundleError, match="engines present: none"):
+        select_engine(None, "detector.onnx", "9.0", bundle_dir="b")
     assert select_engine(extra, "detector.onnx", "9.0", bundle_dir="b") == "c.engine"
     assert select_engine(extra, "detector.onnx", "8.7", bundle_dir="b", precision="int8") == "b.engine"
     with pytest.raises(ConfigError, match="several engines"):

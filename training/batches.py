@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from protoinspect.sdk.preprocess import PreprocessSpec, normalize, resize_to_rgb
-from protoinspect.training.anomaly_synthesis import synthesize_anomaly
+from protoinspect.training.pseudo_anomalies import synthesize_anomaly
 from protoinspect.training.datasets import Sample, read_image
 
 

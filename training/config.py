@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from protoinspect.sdk import config_codec
+from protoinspect.sdk.config_overrides import apply_overrides as apply_overrides  # re-exported: the one --set path
+from protoinspect.sdk.config_overrides import overrides_dict
 from protoinspect.sdk.errors import ConfigError
-from protoinspect.sdk.models.prototype_detector import DetectorConfig
+from protoinspect.sdk.models.prototype_detector import LEGACY_DEFAULTS, DetectorConfig
+
+if TYPE_CHECKING:
+    from protoinspect.sdk.manifest import Manifest
 
 
 PRESETS_DIR = Path(__file__).with_name("configs")
@@ -27,7 +33,7 @@ class DetectorTrainConfig:
     data set in about 30 minutes on a 2-core CPU.
 
     Training is one joint phase. Each step draws ``batch`` crops of normal images; a share
-    ``anomaly_fraction`` of them gets a synthetic anomaly (``training/anomaly_synthesis.py``). The
+    ``anomaly_fraction`` of them gets a synthetic anomaly (``training/pseudo_anomalies.py``). The
     prototype decoder learns to rebuild the *clean* image's encoder features from the anomalous
     image's features (``restore_clean``; the anomaly must not be reconstructed), and the anomaly head
     learns to segment the synthetic anomaly from the features and their reconstruction (focal + Dice).
@@ -107,33 +113,44 @@ class DetectorTrainConfig:
             raise ConfigError(msg)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (written into the bundle manifest)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["detector"] = self.detector.to_dict()
-        d["image_size"] = list(self.image_size)
-        return d
+        """JSON-safe form (written into the bundle manifest; :func:`protoinspect.sdk.config_codec.to_dict`)."""
+        return config_codec.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, legacy: bool = False) -> DetectorTrainConfig:
-        """Build from a (possibly partial) dict; unknown keys are an error.
+    def from_dict(cls, d: Mapping[str, Any], *, legacy: bool = False) -> DetectorTrainConfig:
+        """Build from a (possibly partial) dict; unknown keys are an error (:mod:`protoinspect.sdk.config_codec`).
 
-        ``legacy=True`` (reading an older bundle's manifest) drops the keys of the pre-v0.2 trainer.
+        ``legacy=True`` (reading an older bundle's manifest) drops the keys of the pre-v0.2 trainer
+        (:data:`LEGACY_KEYS`) and reads the detector section as :meth:`DetectorConfig.from_manifest` does.
         """
         d = dict(d)
         if legacy:
             for key in LEGACY_KEYS:
                 d.pop(key, None)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            msg = f"unknown training config keys {sorted(unknown)}; known: {sorted(known)}"
-            raise ConfigError(msg)
-        if "detector" in d and not isinstance(d["detector"], DetectorConfig):
-            d["detector"] = (DetectorConfig.from_manifest if legacy else DetectorConfig.from_dict)(d["detector"])
-        if "image_size" in d:
-            size = d["image_size"]
-            d["image_size"] = (size, size) if isinstance(size, int) else tuple(size)
-        return cls(**d)
+            if isinstance(d.get("detector"), Mapping):
+                d["detector"] = {**LEGACY_DEFAULTS, **d["detector"]}
+        return config_codec.from_dict(cls, d)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> DetectorTrainConfig:
+        """The training config a detector bundle records (``extra["training"]``, older layouts included).
+
+        Raises:
+            ConfigError: the manifest records no training config (re-train instead).
+        """
+        training = manifest.extra.get("training")
+        if not isinstance(training, Mapping):
+            raise ConfigError("the bundle's manifest.json records no training config "
+                              "(extra.training); re-train with `python -m protoinspect.training.train_detector`")
+        return cls.from_dict(training, legacy=True)
+
+    @classmethod
+    def _migrate_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Shorthand of files and ``--set``: ``image_size: 320`` means ``[320, 320]``."""
+        size = d.get("image_size")
+        if isinstance(size, int) and not isinstance(size, bool):
+            d["image_size"] = [size, size]
+        return d
 
 
 def preset_path(name: str) -> Path:
@@ -149,41 +166,17 @@ def preset_path(name: str) -> Path:
     return PRESETS_DIR / f"{name}.yaml"
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return {"none": None, "null": None, "true": True, "false": False}.get(text.lower(), text)
-
-
-def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides (dotted keys reach into ``detector``; values parsed as JSON)."""
-    out = json.loads(json.dumps(base))
-    for item in overrides:
-        if "=" not in item:
-            msg = f"override {item!r} must look like key=value (e.g. decoder_steps=500)"
-            raise ConfigError(msg)
-        key, value = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                msg = f"override {key!r}: {part!r} is not a section"
-                raise ConfigError(msg)
-            node = node[part]
-        if parts[-1] not in node:
-            msg = f"override {key!r}: unknown key {parts[-1]!r}; known: {sorted(node)}"
-            raise ConfigError(msg)
-        node[parts[-1]] = _parse_value(value.strip())
-    return out
-
-
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+def load_train_config(path: str | Path | None = None, overrides: Sequence[str] | None = None, *,
                       preset: str | None = None) -> DetectorTrainConfig:
     """Defaults, then a preset (see :func:`preset_path`), then an optional YAML/JSON file, then
-    ``key=value`` overrides."""
-    base = DetectorTrainConfig().to_dict()
+    ``key=value`` overrides (:func:`protoinspect.sdk.config_overrides.apply_overrides`). A file sets only the
+    keys it names; its ``detector`` section is merged key by key.
+
+    Raises:
+        ConfigError: a missing or malformed file, an unknown key, a bad value (naming the file and key).
+    """
     files = ([preset_path(preset)] if preset is not None else []) + ([Path(path)] if path is not None else [])
+    parts = []
     for p in files:
         if not p.is_file():
             msg = f"config file not found: {p}"
@@ -196,14 +189,13 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
         else:
             loaded = json.loads(text)
         if not isinstance(loaded, dict):
-            msg = f"{p}: top level must be a mapping"
+            msg = f"{p}: top level must be a mapping of training settings"
             raise ConfigError(msg)
-        det_section = loaded.pop("detector", None) or {}
-        if not isinstance(det_section, dict):
-            msg = f"{p}: 'detector' must be a mapping of detector settings"
-            raise ConfigError(msg)
-        det = {**base["detector"], **det_section}
-        base = {**base, **loaded, "detector": det}
-    if overrides:
-        base = apply_overrides(base, overrides)
-    return DetectorTrainConfig.from_dict(base)
+        parts.append(loaded)
+    parts.append(overrides_dict(DetectorTrainConfig, list(overrides or [])))
+    try:
+        return config_codec.merge(DetectorTrainConfig(), *parts)
+    except ConfigError as exc:
+        if not files:
+            raise
+        raise ConfigError(f"{exc} (settings read from {', '.join(str(p) for p in files)})") from exc

@@ -14,23 +14,23 @@ class and per proposal. Edits write ``--out`` (a new bundle; the old one is neve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk.bundle import load_bundle, write_bundle
-from protoinspect.sdk.cli import report_error
-from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import ConfigError, InputError, ProtoInspectError
 from protoinspect.sdk.models.loading import load_classifier_net, load_detector_net
 from protoinspect.sdk.preprocess import resize_to_rgb
-from protoinspect.sdk.stages.discovery_crops import DiscoverySettings
-from protoinspect.sdk.stages.discovery import bundle_vit
-from protoinspect.sdk.stages.masker import build_masker
+from protoinspect.sdk.stages.region_classifier import bundle_vit
+from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
 from protoinspect.training.dataset_layout import Sample
 from protoinspect.training.discover_report import write_gallery
 from protoinspect.training.discovery_config import DiscoveryTrainConfig
@@ -103,10 +103,10 @@ def discover(source: str | Path, bundle: str | Path, *, images_dir: str | Path |
              report_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Classify the flagged images of ``source`` and cluster the outliers into proposals (see module doc)."""
     b = load_bundle(bundle)
-    net, clf = load_detector_net(b).eval(), load_classifier_net(b)
-    info = b.manifest.extra["discovery"]
-    settings = DiscoverySettings.from_dict(info["settings"])
-    cfg = DiscoveryTrainConfig(**info["training"]["config"])
+    net, clf = load_detector_net(b).eval(), load_classifier_net(b)  # BundleError when it has no classifier
+    section = b.manifest.discovery
+    settings = section.settings
+    cfg = DiscoveryTrainConfig.from_manifest(b.manifest)
     spec = b.manifest.preprocess_spec
     paths = list_sources(source, images_dir)
     if not paths:
@@ -116,7 +116,7 @@ def discover(source: str | Path, bundle: str | Path, *, images_dir: str | Path |
     flagged = [i for i in range(len(paths)) if scores[i] >= float(b.manifest.thresholds["image"])]
     samples = tuple(Sample(p, 1, "unknown", None) for p in paths)
     detected = DetectedImages(samples, images, maps.astype(np.float32), scores.astype(np.float32))
-    masker = build_masker(InspectorConfig(masker=cfg.masker, color_order="rgb"))
+    masker = build_masker(MaskerSettings(kind=cfg.masker, color_order="rgb"))
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in images]
     with torch.no_grad():
         crops = build_discovery_images(detected, flagged, net, spec, settings, cfg, obj, progress,
@@ -146,32 +146,36 @@ def discover(source: str | Path, bundle: str | Path, *, images_dir: str | Path |
     return result
 
 
-def write_edited_bundle(found: dict[str, Any], out: str | Path, **edits: Any) -> Path:
-    """Write the bundle of ``found`` with edited classes to ``out`` (a new bundle) and export its classifier."""
+def write_edited_bundle(found: dict[str, Any], out: str | Path,
+                        export_classifier: Callable[[Path], Any] | None = None, **edits: Any) -> Path:
+    """Write the bundle of ``found`` with edited classes to ``out`` (a new bundle; the old one is kept).
+
+    ``export_classifier`` (e.g. :func:`protoinspect.export.classifier_export.export_classifier_onnx`,
+    wired by ``protoinspect discover``) then adds ``classifier.onnx`` to the new bundle.
+    """
     b = found["_bundle"]
     clf = load_classifier_net(b)
     protos, classes = apply_edits(clf.prototypes.detach().numpy(), list(b.manifest.classes), found["_proposal_vectors"],
                                   **edits)
     clf.set_prototypes(torch.from_numpy(protos))
     m = b.manifest
-    info = json.loads(json.dumps(m.extra["discovery"]))
-    info["classifier"]["config"] = clf.config.to_dict()
-    info["edits"] = [*info.get("edits", []), {k: (list(v) if isinstance(v, tuple) else v) for k, v in edits.items()}]
+    section = m.discovery
+    section = dataclasses.replace(section, classifier=dataclasses.replace(section.classifier, config=clf.config),
+                                  edits=[*section.edits, config_codec.encode(dict(edits))])
     files = {name: b.path / name for name in m.files if name != "classifier.onnx"}
     files[CLASSIFIER_FILE] = serialize_weights(clf)
     extra = {k: v for k, v in m.extra.items() if k != "classifier_onnx"}
     write_bundle(out, manifest_fields={
         "producer": {"command": "protoinspect discover"}, "preprocess": m.preprocess, "model": m.model,
         "thresholds": m.thresholds, "classes": classes, "datasets": m.datasets,
-        "extra": {**extra, "discovery": info, "derived_from": m.bundle_id}}, files=files)
-    from protoinspect.export.classifier_export import export_classifier_onnx
-
-    export_classifier_onnx(out)
+        "extra": {**extra, "discovery": config_codec.to_dict(section), "derived_from": m.bundle_id}}, files=files)
+    if export_classifier is not None:
+        export_classifier(Path(out))
     return Path(out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point (see the module docstring)."""
+def main(argv: Sequence[str] | None = None, *, export_classifier: Callable[[Path], Any] | None = None) -> int:
+    """CLI entry point (see the module docstring); ``export_classifier`` as in :func:`write_edited_bundle`."""
     p = argparse.ArgumentParser(prog="protoinspect discover", description=__doc__.split("\n\n")[0])
     p.add_argument("source", help="image folder, image, or results.jsonl of an inspect run")
     p.add_argument("--bundle", required=True, help="bundle with a defect classifier")
@@ -200,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("proposals: " + (", ".join(f"{k} ({v})" for k, v in found["proposals"].items()) or "none"))
         print(f"report: {found['report']}")
         if args.out:
-            out = write_edited_bundle(found, args.out, **edits)
+            out = write_edited_bundle(found, args.out, export_classifier, **edits)
             classes = load_bundle(out).manifest.classes
             print(f"wrote {out}: " + ", ".join(f"{c['id']}={c['name']}" for c in classes))
     except ProtoInspectError as exc:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from protoinspect.sdk import config_codec
+from protoinspect.sdk.config_overrides import apply_overrides
 from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.models.classifier_config import ClassifierConfig
+
+if TYPE_CHECKING:
+    from protoinspect.sdk.manifest import Manifest
 
 ANOMALY_PRIORS = ("mebin", "gt")
 VARIANTS = ("identity", "hflip", "vflip", "rot180")
+#: ClassifierConfig keys that configs and bundles before the nesting held at the top level (read into ``classifier``).
+FLAT_CLASSIFIER_KEYS = ("grid", "embed_dim", "num_layers", "num_heads", "proj_dim", "kappa")
 
 
 @dataclass(frozen=True)
@@ -17,7 +25,9 @@ class DiscoveryTrainConfig:
     """Everything that decides how the defect classifier is trained. Defaults suit a 2-core CPU.
 
     Attributes:
-        grid / embed_dim / num_layers / num_heads / proj_dim / kappa: classifier architecture.
+        classifier: the classifier's architecture (grid, embed_dim, num_layers, num_heads, mlp_ratio,
+            proj_dim, kappa, attention_impl; ``--set classifier.kappa=16``). Training sets its
+            ``in_channels`` (from the detector's features) and ``num_classes`` (known + novel).
         contrastive_steps: steps of representation learning (two-view InfoNCE + SupCon on labels).
         prototype_steps: steps of prototype learning (labels + balanced self-labelling).
         batch: crops per step.
@@ -39,12 +49,7 @@ class DiscoveryTrainConfig:
             features. vit_input: the crops' side in pixels for the ViT.
     """
 
-    grid: int = 8
-    embed_dim: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    proj_dim: int = 64
-    kappa: float = 10.0
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     contrastive_steps: int = 300
     prototype_steps: int = 300
     batch: int = 64
@@ -84,12 +89,44 @@ class DiscoveryTrainConfig:
                 raise ConfigError(f"invalid discovery config: need {what}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (written into the bundle manifest)."""
-        return dataclasses.asdict(self)
+        """JSON-safe form (written into the bundle manifest; :func:`protoinspect.sdk.config_codec.to_dict`)."""
+        return config_codec.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DiscoveryTrainConfig:
+        """Build from a (possibly partial) dict, also of the flat layout older bundles recorded; unknown keys
+        are an error (:mod:`protoinspect.sdk.config_codec`)."""
+        return config_codec.from_dict(cls, d)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> DiscoveryTrainConfig:
+        """The config a discovery bundle was trained with (``manifest.discovery.training.config``).
+
+        Raises:
+            ConfigError: the bundle has no discovery section (train one with ``train_discovery``).
+        """
+        if manifest.discovery is None:
+            raise ConfigError("the bundle has no defect classifier (no discovery section in manifest.json); "
+                              "train one with `python -m protoinspect.training.train_discovery`")
+        return cls.from_dict(manifest.discovery.training.config)
+
+    @classmethod
+    def _migrate_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Configs and bundles before the nesting held the classifier keys flat (:data:`FLAT_CLASSIFIER_KEYS`)."""
+        flat = [k for k in FLAT_CLASSIFIER_KEYS if k in d]
+        if not flat:
+            return d
+        nested = d.get("classifier")
+        nested = dict(nested) if isinstance(nested, Mapping) else {}
+        both = [k for k in flat if k in nested]
+        if both:
+            raise ConfigError(f"discovery config gives {both} both at the top level (the old layout) and under "
+                              f"'classifier'; keep only classifier.{both[0]}")
+        d["classifier"] = {**nested, **{k: d.pop(k) for k in flat}}
+        return d
 
 
-def discovery_config(overrides: list[str] | None = None) -> DiscoveryTrainConfig:
-    """Defaults plus ``key=value`` overrides, parsed as the detector's training config parses them."""
-    from protoinspect.training.config import apply_overrides
-
-    return DiscoveryTrainConfig(**apply_overrides(DiscoveryTrainConfig().to_dict(), list(overrides or [])))
+def discovery_config(overrides: Sequence[str] | None = None) -> DiscoveryTrainConfig:
+    """Defaults plus ``key=value`` overrides (:func:`protoinspect.sdk.config_overrides.apply_overrides`),
+    e.g. ``["classifier.kappa=16", "prototype_steps=500"]``."""
+    return apply_overrides(DiscoveryTrainConfig(), list(overrides or []))

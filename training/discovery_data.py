@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from protoinspect.sdk.preprocess import PreprocessSpec, resize_mask
+from protoinspect.sdk.preprocess import PreprocessSpec, resize_gt_mask
 from protoinspect.sdk.stages.crops import CropBox
 from protoinspect.sdk.stages.discovery_crops import (
     CropSet,
@@ -115,13 +115,13 @@ def gt_mask(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
         return np.zeros((h, w), bool)
     raw = decode_file(sample.mask_path, "mask")
     raw = raw if raw.ndim == 2 else raw[..., 0]
-    return resize_mask(raw > 0, (h, w))
+    return resize_gt_mask(raw, (h, w), threshold=0)
 
 
 def calibrate_settings(detected: DetectedImages, cfg: DiscoveryTrainConfig) -> DiscoverySettings:
     """Discovery settings with the MEBin range calibrated on these maps (methods.md §3(b).1)."""
     s_min, s_max = mebin_range(list(detected.maps))
-    return DiscoverySettings(grid=cfg.grid, s_min=s_min, s_max=s_max,
+    return DiscoverySettings(grid=cfg.classifier.grid, s_min=s_min, s_max=s_max,
                              token_source="vit" if cfg.vit_weights else "detector", vit_input=cfg.vit_input)
 
 

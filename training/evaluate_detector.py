@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from protoinspect.sdk.bundle import load_bundle
-from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import InputError, ProtoInspectError
 from protoinspect.sdk.models.loading import load_detector_net
-from protoinspect.sdk.preprocess import normalize, resize_mask, resize_to_rgb
+from protoinspect.sdk.preprocess import normalize, resize_gt_mask, resize_to_rgb
 from protoinspect.training.datasets import Dataset, load_dataset, read_image, read_mask
 from protoinspect.training.metrics import image_metrics, pixel_metrics
 
@@ -53,7 +53,7 @@ def predict_dataset(net: torch.nn.Module, ds: Dataset, spec: Any, batch: int = 1
             image = read_image(s.image_path, ds.channels)
             inputs.append(normalize(resize_to_rgb(image, spec, color_order="rgb"), spec))
             if s.mask_path is not None:
-                masks[start + j] = resize_mask(read_mask(s.mask_path, image.shape[:2], s.image_path), (h, w))
+                masks[start + j] = resize_gt_mask(read_mask(s.mask_path, image.shape[:2], s.image_path), (h, w))
         t = time.perf_counter()
         amap, score = net(torch.from_numpy(np.stack(inputs)))
         seconds += time.perf_counter() - t
@@ -169,13 +169,13 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["map_mode=fused", ...]`` -> {setting: value} for inference-only detector settings."""
-    from protoinspect.sdk.models.loading import INFERENCE_SETTINGS
-    from protoinspect.training.config import apply_overrides
+    """``["map_mode=fused", ...]`` -> {setting: value} for detector settings, parsed and type-checked as every
+    ``--set`` is (:func:`protoinspect.sdk.config_overrides.overrides_dict`); ``load_detector_net`` accepts only the
+    inference-only ones."""
+    from protoinspect.sdk.config_overrides import overrides_dict
+    from protoinspect.sdk.models.prototype_detector import DetectorConfig
 
-    base = {k: None for k in INFERENCE_SETTINGS}
-    parsed = apply_overrides(base, items)
-    return {k: v for k, v in parsed.items() if k in {i.split("=", 1)[0].strip() for i in items}}
+    return overrides_dict(DetectorConfig, items)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,13 +24,12 @@ import numpy as np
 import torch
 
 from protoinspect.sdk.bundle import load_bundle
-from protoinspect.sdk.cli import report_error
-from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import BundleError, ProtoInspectError
 from protoinspect.sdk.models.loading import load_classifier_net, load_detector_net
 from protoinspect.sdk.stages.discovery_crops import DiscoverySettings
-from protoinspect.sdk.stages.discovery import bundle_vit
-from protoinspect.sdk.stages.masker import build_masker
+from protoinspect.sdk.stages.region_classifier import bundle_vit
+from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
 from protoinspect.training.datasets import load_dataset
 from protoinspect.training.discovery_config import DiscoveryTrainConfig
 from protoinspect.training.discovery_data import build_discovery_images, detect
@@ -59,14 +58,14 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
     train_cfg = dict(info["training"]["config"])
     if anomaly_prior is not None:
         train_cfg["anomaly_prior"] = anomaly_prior
-    cfg = DiscoveryTrainConfig(**train_cfg)
+    cfg = DiscoveryTrainConfig.from_dict(train_cfg)
     net = load_detector_net(b).eval()
     clf = load_classifier_net(b)
     spec = b.manifest.preprocess_spec
     ds = load_dataset(data)
     samples = [s for s in ds.test if s.label == 1]
     detected = detect(samples, ds.channels, net, spec, progress)
-    masker = build_masker(InspectorConfig(masker=cfg.masker, color_order="rgb"))
+    masker = build_masker(MaskerSettings(kind=cfg.masker, color_order="rgb"))
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in detected.images]
     with torch.no_grad():
         images = build_discovery_images(detected, range(len(samples)), net, spec, settings, cfg, obj, progress,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from protoinspect.sdk.bundle import load_bundle, write_bundle
-from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import ConfigError, ProtoInspectError
 from protoinspect.sdk.models.loading import load_detector_net
 from protoinspect.training.batches import load_resized
@@ -60,11 +60,10 @@ def recalibrate_bundle(bundle: str | Path, out: str | Path, *, data: Sequence[st
         false_alarm_rate = check_false_alarm_rate(false_alarm_rate)
     old = load_bundle(bundle)
     m = old.manifest
-    training = m.extra.get("training")
-    if training is None:
-        msg = f"{old.path / 'manifest.json'} records no training config; re-train instead"
-        raise ConfigError(msg)
-    cfg = DetectorTrainConfig.from_dict(training, legacy=True)
+    try:
+        cfg = DetectorTrainConfig.from_manifest(m)
+    except ConfigError as exc:
+        raise ConfigError(f"{old.path}: {exc}") from None
     roots = list(data) if data else [d["root"] for d in m.datasets]
     if len(roots) != len(m.datasets):
         msg = f"the bundle was trained on {len(m.datasets)} datasets; give as many --data folders ({len(roots)} given)"

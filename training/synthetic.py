@@ -3,7 +3,7 @@
 Six products: flat textures (``tile``, ``brushed_metal``, ``fabric``) and objects on a conveyor
 belt (``washer``, ``bracket``, ``hex_nut``); six defect types (``scratch``, ``crack``, ``hole``,
 ``stain``, ``break``, ``contamination``). Rendering lives in :mod:`protoinspect.training.synthetic_products`,
-defect painting in :mod:`protoinspect.training.synthetic_defects`.
+defect painting in :mod:`protoinspect.training.synthetic_line_defects`.
 
 Every image has its own generator seeded from (seed, product, split, type, index), so the same seed
 gives byte-identical files and changing a count never changes the images that were already there.
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError, DatasetError
-from protoinspect.training.synthetic_defects import DEFECT_TYPES, paint_defect
-from protoinspect.training.synthetic_products import OBJECT_PRODUCTS, PRODUCTS, expose, render_scene
+from protoinspect.training.synthetic_line_defects import DEFECT_TYPES, paint_defect
+from protoinspect.training.synthetic_objects import render_scene
+from protoinspect.training.synthetic_products import OBJECT_PRODUCTS, PRODUCTS, expose
 
 cv2 = require("cv2")
 

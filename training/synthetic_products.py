@@ -14,11 +14,9 @@ Textures (``tile``, ``brushed_metal``, ``fabric``) fill the frame; objects (``wa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
 from protoinspect.sdk._imports import require
 
 cv2 = require("cv2")
@@ -111,12 +109,12 @@ def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     xx, yy = np.meshgrid(np.arange(w, dtype=_F32), np.arange(h, dtype=_F32))
     return yy, xx
 
 
-def _colour(
+def colour(
     rng: np.random.Generator, rgb: tuple[float, float, float], brightness: float = 0.04, tint: float = 0.015
 ) -> np.ndarray:
     """Base colour with a small random brightness and hue shift."""
@@ -124,7 +122,7 @@ def _colour(
     return (c * (1 + rng.normal(0, tint, 3))).astype(_F32)
 
 
-def _streaks(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, along: float, across: float) -> np.ndarray:
+def streaks(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, along: float, across: float) -> np.ndarray:
     """Anisotropic noise elongated along the u axis, sampled at (possibly rotated) coordinates."""
     u0, v0 = float(u.min()), float(v.min())
     shape = (int(v.max() - v0) + 3, int(u.max() - u0) + 3)
@@ -132,9 +130,9 @@ def _streaks(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, along: floa
     return cv2.remap(field, u - u0, v - v0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def _sensor(rng: np.random.Generator, h: int, w: int) -> Sensor:
+def sensor(rng: np.random.Generator, h: int, w: int) -> Sensor:
     """Line light fall-off, gradient, line flicker, column PRNU, white balance and noise."""
-    yy, xx = _grid(h, w)
+    yy, xx = grid(h, w)
     xn, yn = xx / max(w - 1, 1) - 0.5, yy / max(h - 1, 1) - 0.5
     centre = rng.uniform(-0.2, 0.2)
     falloff = 1.0 - rng.uniform(0.04, 0.18) * ((xn - centre) * 2.0) ** 2
@@ -170,9 +168,9 @@ def _edge_sites(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- textures
-def _render_tile(rng: np.random.Generator, h: int, w: int) -> Scene:
+def render_tile(rng: np.random.Generator, h: int, w: int) -> Scene:
     """Glazed ceramic tiles: mottled glaze, dark speckles, rounded edges, sandy grout lines."""
-    yy, xx = _grid(h, w)
+    yy, xx = grid(h, w)
     s = min(h, w) / 256
     period = 0.62 * min(h, w) * rng.uniform(0.98, 1.02)
     grout = max(2.0, 7.0 * s)
@@ -184,7 +182,7 @@ def _render_tile(rng: np.random.Generator, h: int, w: int) -> Scene:
     rounded = 0.9 + 0.1 * smoothstep(grout / 2, grout / 2 + 3 * s + 1, dist)
     nx = int(w / period) + 3
     tone = rng.normal(0, 0.012, (int(h / period) + 3, nx)).astype(_F32)[iy, ix]
-    glaze = _colour(rng, (0.87, 0.83, 0.75), tint=0.008)
+    glaze = colour(rng, (0.87, 0.83, 0.75), tint=0.008)
     shade = 1 + tone + 0.022 * smooth_noise(rng, (h, w), 18 * s) + 0.01 * smooth_noise(rng, (h, w), 4 * s)
     shade = (shade + 0.008 * smooth_noise(rng, (h, w), 1.0)) * rounded
     glaze_img = glaze * shade[..., None]
@@ -196,9 +194,9 @@ def _render_tile(rng: np.random.Generator, h: int, w: int) -> Scene:
     glaze_img = glaze_img * (1 - speckle[..., None]) + speckle[..., None] * np.asarray([0.42, 0.33, 0.27], _F32)
     recess = 0.8 + 0.2 * np.clip(1 - dist / (grout / 2 + 1e-3), 0, 1)
     grout_shade = recess * (1 + 0.06 * smooth_noise(rng, (h, w), 0.8) + 0.03 * smooth_noise(rng, (h, w), 4 * s))
-    grout_img = _colour(rng, (0.56, 0.54, 0.5)) * grout_shade[..., None]
+    grout_img = colour(rng, (0.56, 0.54, 0.5)) * grout_shade[..., None]
     albedo = face[..., None] * glaze_img + (1 - face[..., None]) * grout_img
-    body = _colour(rng, (0.7, 0.47, 0.34), 0.05) * (
+    body = colour(rng, (0.7, 0.47, 0.34), 0.05) * (
         1 + 0.08 * smooth_noise(rng, (h, w), 1.0) + 0.06 * smooth_noise(rng, (h, w), 3 * s)
     )[..., None]
     xs = ox + period * np.arange(-1, nx)
@@ -209,31 +207,31 @@ def _render_tile(rng: np.random.Generator, h: int, w: int) -> Scene:
     else:
         sites = _edge_sites(rng, h, w)
     segments = np.where(face > 0.5, iy * nx + ix, -1).astype(np.int32)
-    return Scene(albedo.astype(_F32), body.astype(_F32), _sensor(rng, h, w), chip_sites=sites, segments=segments)
+    return Scene(albedo.astype(_F32), body.astype(_F32), sensor(rng, h, w), chip_sites=sites, segments=segments)
 
 
-def _render_brushed_metal(rng: np.random.Generator, h: int, w: int) -> Scene:
+def render_brushed_metal(rng: np.random.Generator, h: int, w: int) -> Scene:
     """Brushed steel sheet: fine long streaks along the brushing direction, broad sheen bands."""
-    yy, xx = _grid(h, w)
+    yy, xx = grid(h, w)
     s = min(h, w) / 256
     a = rng.normal(0, 0.02)
     u = xx * math.cos(a) + yy * math.sin(a)
     v = -xx * math.sin(a) + yy * math.cos(a)
     streak = (
-        0.6 * _streaks(rng, u, v, 70 * s, 0.55)
-        + 0.45 * _streaks(rng, u, v, 18 * s, 1.0)
-        + 0.3 * _streaks(rng, u, v, 160 * s, 3 * s)
+        0.6 * streaks(rng, u, v, 70 * s, 0.55)
+        + 0.45 * streaks(rng, u, v, 18 * s, 1.0)
+        + 0.3 * streaks(rng, u, v, 160 * s, 3 * s)
     )
     sheen = 0.05 * smooth_noise(rng, (h, w), (45 * s, 300 * s)) + 0.015 * smooth_noise(rng, (h, w), 12 * s)
     shade = 1 + 0.06 * streak + sheen
-    albedo = _colour(rng, (0.6, 0.615, 0.64)) * shade[..., None]
+    albedo = colour(rng, (0.6, 0.615, 0.64)) * shade[..., None]
     dark = np.asarray([0.07, 0.07, 0.08], _F32) * (1 + 0.2 * smooth_noise(rng, (h, w), 2 * s))[..., None]
-    return Scene(albedo.astype(_F32), dark.astype(_F32), _sensor(rng, h, w), chip_sites=_edge_sites(rng, h, w))
+    return Scene(albedo.astype(_F32), dark.astype(_F32), sensor(rng, h, w), chip_sites=_edge_sites(rng, h, w))
 
 
-def _render_fabric(rng: np.random.Generator, h: int, w: int) -> Scene:
+def render_fabric(rng: np.random.Generator, h: int, w: int) -> Scene:
     """2/1 twill (chambray / denim): indigo warp, ecru weft, per-thread tone, slubs, hairiness."""
-    yy, xx = _grid(h, w)
+    yy, xx = grid(h, w)
     s = min(h, w) / 256
     p = max(4.0, 6.5 * s) * rng.uniform(0.98, 1.02)
     a = rng.normal(0, 0.012)
@@ -253,150 +251,12 @@ def _render_fabric(rng: np.random.Generator, h: int, w: int) -> Scene:
     weft_tone = weft_tone * (1 + 0.06 * smooth_noise(rng, (h, w), (0.6 * p, 5 * p)))
     warp = (0.3 + 0.7 * np.sin(np.pi * fu) ** 0.6 * (0.72 + 0.28 * np.sin(np.pi * along_warp))) * warp_tone
     weft = (0.3 + 0.7 * np.sin(np.pi * fv) ** 0.6 * (0.75 + 0.25 * np.sin(np.pi * fu))) * weft_tone
-    warp_c, weft_c = _colour(rng, (0.2, 0.3, 0.52)), _colour(rng, (0.8, 0.78, 0.72))
+    warp_c, weft_c = colour(rng, (0.2, 0.3, 0.52)), colour(rng, (0.8, 0.78, 0.72))
     albedo = np.where(warp_top[..., None], warp[..., None] * warp_c, weft[..., None] * weft_c)
     fuzz = 1 + 0.06 * smooth_noise(rng, (h, w), 0.7) + 0.03 * smooth_noise(rng, (h, w), 20 * s)
     albedo = albedo * fuzz[..., None]
     backing = np.asarray([0.05, 0.05, 0.06], _F32) * (1 + 0.2 * smooth_noise(rng, (h, w), 2 * s))[..., None]
-    return Scene(albedo.astype(_F32), backing.astype(_F32), _sensor(rng, h, w), chip_sites=_edge_sites(rng, h, w))
+    return Scene(albedo.astype(_F32), backing.astype(_F32), sensor(rng, h, w), chip_sites=_edge_sites(rng, h, w))
 
 
 # ------------------------------------------------------------------------------ objects on a belt
-def _belt(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Dark PVC conveyor belt: fine grain, faint streaks along the running direction (y), wear."""
-    s = min(h, w) / 256
-    tex = (
-        1
-        + 0.07 * smooth_noise(rng, (h, w), 1.0)
-        + 0.04 * smooth_noise(rng, (h, w), (40 * s, 1.5))
-        + 0.05 * smooth_noise(rng, (h, w), 30 * s)
-    )
-    return (_colour(rng, (0.2, 0.22, 0.21), 0.08) * tex[..., None]).astype(_F32)
-
-
-def _place(rng: np.random.Generator, h: int, w: int, half_x: float, half_y: float) -> tuple[float, float]:
-    """A random centre that keeps a (half_x, half_y) bounding box inside the frame with a margin."""
-    margin = 0.04 * min(h, w)
-    lo_x, hi_x = half_x + margin, w - half_x - margin
-    lo_y, hi_y = half_y + margin, h - half_y - margin
-    cx = rng.uniform(lo_x, hi_x) if hi_x > lo_x else w / 2
-    cy = rng.uniform(lo_y, hi_y) if hi_y > lo_y else h / 2
-    return float(cx), float(cy)
-
-
-def _bevel(sdf: np.ndarray, width: float, strength: float) -> np.ndarray:
-    """Shading of a chamfer along the edge of an SDF shape (lit on the side facing the light)."""
-    gy, gx = np.gradient(sdf)
-    norm = np.sqrt(gx * gx + gy * gy) + 1e-6
-    lit = (gx * LIGHT[0] + gy * LIGHT[1]) / norm
-    band = smoothstep(-width, -0.3 * width, sdf)
-    return (strength * lit * band).astype(_F32)
-
-
-def _compose(rng: np.random.Generator, h: int, w: int, sdf: np.ndarray, surface: np.ndarray, belt: np.ndarray) -> Scene:
-    """Lay an object (signed distance field + surface colour) with its drop shadow on the belt."""
-    s = min(h, w) / 256
-    alpha = np.clip(0.5 - sdf, 0.0, 1.0).astype(_F32)
-    shift = np.float32([[1, 0, 2.5 * s + 0.5], [0, 1, 3.5 * s + 0.5]])
-    shadow = cv2.GaussianBlur(cv2.warpAffine(alpha, shift, (w, h)), (0, 0), 2.5 * s + 0.5)
-    ground = belt * (1 - 0.5 * shadow)[..., None]
-    albedo = ground * (1 - alpha[..., None]) + np.clip(surface, 0, 1) * alpha[..., None]
-    revealed = belt * (1 - 0.2 * shadow)[..., None]  # where the part is missing, less of it shades the belt
-    return Scene(albedo.astype(_F32), revealed.astype(_F32), _sensor(rng, h, w), object_alpha=alpha)
-
-
-def _render_washer(rng: np.random.Generator, h: int, w: int) -> Scene:
-    """Flat steel washer: turned rings, anisotropic sheen, chamfered inner and outer edges."""
-    yy, xx = _grid(h, w)
-    s = min(h, w) / 256
-    belt = _belt(rng, h, w)
-    outer = 0.34 * min(h, w) * rng.uniform(0.9, 1.1)
-    inner = 0.47 * outer
-    cx, cy = _place(rng, h, w, outer, outer)
-    dx, dy = xx - cx, yy - cy
-    d = np.sqrt(dx * dx + dy * dy)
-    th = np.arctan2(dy, dx)
-    sdf = np.abs(d - (outer + inner) / 2) - (outer - inner) / 2
-    lobe = math.atan2(LIGHT[1], LIGHT[0]) + rng.normal(0, 0.15)
-    rings = 0.02 * np.sin(2 * np.pi * d / max(2.5, 3.2 * s) + 1.2 * smooth_noise(rng, (h, w), 8 * s))
-    shade = 1 + 0.12 * np.cos(2 * (th - lobe)) + rings + 0.025 * smooth_noise(rng, (h, w), 10 * s)
-    shade = shade + 0.012 * smooth_noise(rng, (h, w), 1.0)
-    surface = _colour(rng, (0.66, 0.66, 0.68)) * shade[..., None] + _bevel(sdf, max(1.5, 3.5 * s), 0.22)[..., None]
-    return _compose(rng, h, w, sdf, surface, belt)
-
-
-def _render_bracket(rng: np.random.Generator, h: int, w: int) -> Scene:
-    """Zinc-plated steel bracket: rounded plate, two holes and a slot, brushed along its length."""
-    yy, xx = _grid(h, w)
-    s = min(h, w) / 256
-    m = min(h, w) * rng.uniform(0.9, 1.1)
-    a, b, corner = 0.36 * m, 0.2 * m, 0.06 * m
-    phi = rng.uniform(-math.pi, math.pi)
-    c, sn = abs(math.cos(phi)), abs(math.sin(phi))
-    belt = _belt(rng, h, w)
-    cx, cy = _place(rng, h, w, c * a + sn * b, sn * a + c * b)
-    dx, dy = xx - cx, yy - cy
-    u = dx * math.cos(phi) + dy * math.sin(phi)
-    v = -dx * math.sin(phi) + dy * math.cos(phi)
-    qx, qy = np.abs(u) - (a - corner), np.abs(v) - (b - corner)
-    box = np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2) + np.minimum(np.maximum(qx, qy), 0) - corner
-    holes = np.minimum(np.sqrt((u - 0.23 * m) ** 2 + v * v), np.sqrt((u + 0.23 * m) ** 2 + v * v)) - 0.06 * m
-    slot = np.sqrt(np.maximum(np.abs(u) - 0.05 * m, 0) ** 2 + v * v) - 0.035 * m
-    sdf = np.maximum(box, -np.minimum(holes, slot))
-    brushed = 0.6 * _streaks(rng, u, v, 50 * s, 0.6) + 0.4 * _streaks(rng, u, v, 12 * s, 1.2)
-    shade = 1 + 0.045 * brushed + 0.03 * smooth_noise(rng, (h, w), 14 * s) + 0.05 * np.cos(2 * phi)
-    surface = _colour(rng, (0.7, 0.73, 0.77)) * shade[..., None] + _bevel(sdf, max(1.5, 3.0 * s), 0.2)[..., None]
-    return _compose(rng, h, w, sdf, surface, belt)
-
-
-def _render_hex_nut(rng: np.random.Generator, h: int, w: int) -> Scene:
-    """Brass hex nut: chamfered corners, turned top face, thread visible around the bore."""
-    yy, xx = _grid(h, w)
-    s = min(h, w) / 256
-    apo = 0.3 * min(h, w) * rng.uniform(0.9, 1.1)  # centre to flat
-    phi = rng.uniform(0, math.pi / 3)
-    belt = _belt(rng, h, w)
-    cx, cy = _place(rng, h, w, apo / math.cos(math.pi / 6), apo / math.cos(math.pi / 6))
-    dx, dy = xx - cx, yy - cy
-    u = np.abs(dx * math.cos(phi) + dy * math.sin(phi))
-    v = np.abs(-dx * math.sin(phi) + dy * math.cos(phi))
-    k = (-0.8660254, 0.5, 0.57735027)
-    dot = np.minimum(k[0] * u + k[1] * v, 0)
-    u, v = u - 2 * dot * k[0], v - 2 * dot * k[1]
-    px = u - np.clip(u, -k[2] * apo, k[2] * apo)
-    hexagon = np.sqrt(px * px + (v - apo) ** 2) * np.sign(v - apo)
-    d = np.sqrt(dx * dx + dy * dy)
-    th = np.arctan2(dy, dx)
-    bore = 0.45 * apo
-    sdf = np.maximum(hexagon, bore - d)
-    radial_lit = np.cos(th) * LIGHT[0] + np.sin(th) * LIGHT[1]
-    lobe = math.atan2(LIGHT[1], LIGHT[0]) + rng.normal(0, 0.15)
-    top = 1 + 0.1 * np.cos(2 * (th - lobe)) + 0.015 * np.sin(2 * np.pi * d / max(2.5, 3.0 * s))
-    top = top + 0.03 * smooth_noise(rng, (h, w), 10 * s) + 0.012 * smooth_noise(rng, (h, w), 1.0)
-    chamfer = smoothstep(1.05 * apo, 1.08 * apo, d)
-    shade = top * (1 - chamfer) + chamfer * (0.85 + 0.25 * radial_lit)
-    sink = smoothstep(0.6 * apo, 0.57 * apo, d)
-    shade = shade * (1 - sink) + sink * (0.75 - 0.3 * radial_lit)
-    thread = smoothstep(0.555 * apo, 0.54 * apo, d)
-    shade = shade * (1 - thread) + thread * 0.42 * (1 + 0.2 * np.sin(2 * np.pi * d / max(2.0, 2.5 * s)))
-    surface = _colour(rng, (0.78, 0.62, 0.32)) * shade[..., None] + _bevel(hexagon, max(1.2, 2.0 * s), 0.15)[..., None]
-    return _compose(rng, h, w, sdf, surface, belt)
-
-
-RENDERERS: dict[str, Callable[[np.random.Generator, int, int], Scene]] = {
-    "tile": _render_tile,
-    "brushed_metal": _render_brushed_metal,
-    "fabric": _render_fabric,
-    "washer": _render_washer,
-    "bracket": _render_bracket,
-    "hex_nut": _render_hex_nut,
-}
-
-
-def render_scene(product: str, rng: np.random.Generator, shape: tuple[int, int]) -> Scene:
-    """Render the defect-free scene of ``product`` at ``shape`` (h, w); validated by the caller."""
-    h, w = shape
-    scene = RENDERERS[product](rng, h, w)
-    np.clip(scene.albedo, 0.0, 1.0, out=scene.albedo)
-    np.clip(scene.substrate, 0.0, 1.0, out=scene.substrate)
-    return scene

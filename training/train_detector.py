@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from protoinspect.sdk.bundle import write_bundle
-from protoinspect.sdk.cli import report_error
+from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import BundleError, ConfigError, DatasetError, ProtoInspectError
 from protoinspect.sdk.models.encoder import load_pretrained_weights
 from protoinspect.sdk.models.loading import INFERENCE_SETTINGS

@@ -16,9 +16,10 @@ of the training images' vMF scores. The result is a new bundle: the detector's f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk.bundle import load_bundle, write_bundle
-from protoinspect.sdk.cli import report_error
-from protoinspect.sdk.config import InspectorConfig
+from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import ConfigError, DatasetError, ProtoInspectError
-from protoinspect.sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
+from protoinspect.sdk.manifest_sections import ClassifierRecord, DiscoverySection, DiscoveryTraining
+from protoinspect.sdk.models.defect_classifier import DefectClassifierNet
 from protoinspect.sdk.models.loading import load_detector_net
 from protoinspect.sdk.stages.discovery_merge import MergedPrediction, area_weights, merge_crops
-from protoinspect.sdk.stages.masker import build_masker
+from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
 from protoinspect.training.datasets import load_dataset
 from protoinspect.training.discovery_config import DiscoveryTrainConfig, discovery_config
 from protoinspect.training.discovery_data import (
@@ -155,8 +157,8 @@ def _run_steps(model: DefectClassifierNet, views: _Views, cfg: DiscoveryTrainCon
             if unl.sum() > 1 and l1.shape[1] > num_known:
                 n1, n2 = l1[unl][:, num_known:], l2[unl][:, num_known:]
                 # balanced targets from the cosines (logits / kappa), as SwAV's scores
-                q1 = sinkhorn(n1.detach() / cfg.kappa, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters)
-                q2 = sinkhorn(n2.detach() / cfg.kappa, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters)
+                q1 = sinkhorn(n1.detach() / model.config.kappa, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters)
+                q2 = sinkhorn(n2.detach() / model.config.kappa, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters)
                 loss = loss + 0.5 * (-(q1 * F.log_softmax(n2, 1)).sum(1).mean() - (q2 * F.log_softmax(n1, 1)).sum(1).mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -206,7 +208,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     idx = lab_idx + unl_idx
     sub = _subset(detected, idx)
     settings = calibrate_settings(sub, cfg)
-    masker = build_masker(InspectorConfig(masker=cfg.masker, color_order="rgb"))
+    masker = build_masker(MaskerSettings(kind=cfg.masker, color_order="rgb"))
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in sub.images]
     vit = None
     if cfg.vit_weights:
@@ -216,9 +218,8 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     images = build_discovery_images(sub, range(len(idx)), net, spec, settings, cfg, obj, progress, vit=vit)
     labels = [known.index(s.defect_type) if s.defect_type in known else -1 for s in sub.samples]
 
-    ccfg = ClassifierConfig(in_channels=int(images[0].tokens.shape[2]), grid=cfg.grid, embed_dim=cfg.embed_dim,
-                            num_layers=cfg.num_layers, num_heads=cfg.num_heads, proj_dim=cfg.proj_dim,
-                            num_classes=max(1, len(known)), kappa=cfg.kappa)
+    ccfg = dataclasses.replace(cfg.classifier, in_channels=int(images[0].tokens.shape[2]),
+                               num_classes=max(1, len(known)))
     model = DefectClassifierNet(ccfg)
     views = _Views(images, labels, cfg)
     temperature = settings.crops.merge_temperature
@@ -243,19 +244,18 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     classes = [{"id": i, "name": n, "known": True, "discovered": False} for i, n in enumerate(known)]
     classes += [{"id": len(known) + j, "name": f"novel-{j + 1}", "known": False, "discovered": True}
                 for j in range(k_novel)]
-    info: dict[str, Any] = {
-        "settings": settings.to_dict(),
-        "classifier": {"architecture": "DefectClassifierNet", "config": model.config.to_dict(), "weights": CLASSIFIER_FILE},
-        "training": {
-            "config": cfg.to_dict(), "data": str(Path(data).resolve()), "known_types": known,
-            "excluded_types": list(exclude), "num_labelled": len(lab_idx), "num_unlabelled": len(unl_idx),
-            "detector_bundle_id": det.manifest.bundle_id, "flag_threshold": threshold if np.isfinite(threshold) else str(threshold), "k_novel_estimated": int(k_novel) if num_novel is None else None,
-            "num_novel_given": num_novel, "silhouettes": {str(k): v for k, v in silhouettes.items()},
-            "loss_contrastive_last": float(np.mean(hist_a[-20:])) if hist_a else None,
-            "loss_prototype_last": float(np.mean(hist_b[-20:])) if hist_b else None,
-            "seconds": round(time.perf_counter() - t0, 1),
-        },
-    }
+    section = DiscoverySection(
+        settings=settings,
+        classifier=ClassifierRecord(config=model.config, weights=CLASSIFIER_FILE),
+        training=DiscoveryTraining(
+            config=cfg.to_dict(), data=str(Path(data).resolve()), known_types=known, excluded_types=list(exclude),
+            num_labelled=len(lab_idx), num_unlabelled=len(unl_idx), detector_bundle_id=det.manifest.bundle_id,
+            flag_threshold=threshold, k_novel_estimated=int(k_novel) if num_novel is None else None,
+            num_novel_given=num_novel, silhouettes={str(k): float(v) for k, v in silhouettes.items()},
+            loss_contrastive_last=float(np.mean(hist_a[-20:])) if hist_a else None,
+            loss_prototype_last=float(np.mean(hist_b[-20:])) if hist_b else None,
+            seconds=round(time.perf_counter() - t0, 1)),
+    )
     m = det.manifest
     files = {name: det.path / name for name in m.files}
     files.pop("classifier.onnx", None)
@@ -267,12 +267,12 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     write_bundle(out, manifest_fields={
         "producer": {"command": command or "train_discovery()"}, "preprocess": m.preprocess, "model": m.model,
         "thresholds": m.thresholds, "classes": classes, "datasets": m.datasets,
-        "extra": {**extra, "discovery": info, "derived_from": m.bundle_id},
+        "extra": {**extra, "discovery": config_codec.to_dict(section), "derived_from": m.bundle_id},
     }, files=files, overwrite=overwrite)
     return Path(out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, export_classifier: Callable[[Path], Any] | None = None) -> int:
     """CLI entry point (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m protoinspect.training.train_discovery", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (MVTec layout or MTD)")
@@ -295,16 +295,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = train_discovery(args.data, args.bundle, out, cfg, known=args.known, exclude=args.exclude_type,
                                num_novel=args.num_novel, flag_threshold=args.flag_threshold, overwrite=args.overwrite, progress=not args.quiet,
                                command=" ".join(["python -m protoinspect.training.train_discovery", *(argv or sys.argv[1:])]))
-        if not args.no_export:
-            from protoinspect.export.classifier_export import export_classifier_onnx
-
-            export_classifier_onnx(path)
+        if export_classifier is not None and not args.no_export:
+            export_classifier(Path(path))
+        elif not args.no_export:
+            print(f"classifier.onnx not exported (training alone): run `protoinspect export {path}` "
+                  "or train with `protoinspect train-discovery`")
     except ProtoInspectError as exc:
         return report_error(exc)
     manifest = load_bundle(path).manifest
     names = ", ".join(c["name"] for c in manifest.classes)
     print(f"wrote {path}: {len(manifest.classes)} classes ({names}); "
-          f"novel estimated: {manifest.extra['discovery']['training']['k_novel_estimated']}")
+          f"novel estimated: {manifest.discovery.training.k_novel_estimated}")
     return 0
 
 

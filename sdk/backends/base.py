@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -26,10 +26,49 @@ DETECTOR_OUTPUTS = ("anomaly_map", "score")
 #: Optional third output: the fused encoder feature map (N x C x H/8 x W/8 float32) the defect
 #: classifier takes its tokens from; graphs exported before it existed lack it.
 DETECTOR_FEATURES = "features"
-#: Default file name of the exported graph inside a bundle (``manifest.extra["onnx"]["file"]`` wins).
+#: Default file name of the exported graph inside a bundle (``manifest.onnx.file`` wins).
 DETECTOR_ONNX_FILE = "detector.onnx"
 
 _DEVICE = re.compile(r"^(?P<kind>[a-z]+)(?::(?P<index>\d+))?$")
+
+
+class GraphOutputs(Mapping[str, np.ndarray]):
+    """The outputs of one backend run, each brought to the host as a numpy array on first access.
+
+    What a run leaves on the runtime's side (an ONNX Runtime value, a torch tensor, possibly on the
+    GPU) is converted only when read, so an output nobody reads (the detector's ``features`` on OK
+    frames) is never copied. Valid until the backend runs again: runtimes reuse their output buffers.
+
+    Attributes:
+        fetched: names converted so far, in order (what a run cost in host copies).
+    """
+
+    def __init__(self, names: tuple[str, ...], fetch: Callable[[str], np.ndarray]) -> None:
+        """Args: names: the graph's output names; fetch: name -> host float array (called once per name)."""
+        self._names = tuple(names)
+        self._fetch = fetch
+        self._host: dict[str, np.ndarray] = {}
+        self.fetched: list[str] = []
+
+    @classmethod
+    def ready(cls, arrays: Mapping[str, np.ndarray]) -> GraphOutputs:
+        """Outputs that are host arrays already (nothing left to defer)."""
+        out = cls(tuple(arrays), arrays.__getitem__)
+        return out
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(f"the graph has no output {name!r}; its outputs are {list(self._names)}")
+        if name not in self._host:
+            self._host[name] = self._fetch(name)
+            self.fetched.append(name)
+        return self._host[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @runtime_checkable
@@ -50,6 +89,10 @@ class Backend(Protocol):
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Execute the graph once: input name -> array in, output name -> float32 array out."""
+        ...
+
+    def run_lazy(self, inputs: Mapping[str, np.ndarray]) -> GraphOutputs:
+        """Execute the graph once; outputs are brought to the host only when read (see :class:`GraphOutputs`)."""
         ...
 
     def close(self) -> None:
@@ -104,15 +147,32 @@ class BackendBase(ABC):
                 rank, channel count or size.
             BackendError: the backend is closed, or the runtime failed while executing.
         """
+        return self._run(self._checked(inputs))
+
+    def run_lazy(self, inputs: Mapping[str, np.ndarray]) -> GraphOutputs:
+        """Like :meth:`run`, but each output is converted to a host array only when read.
+
+        The result is valid until this backend runs again. Backends that have nothing to defer
+        return their eager outputs.
+
+        Raises:
+            InputError, BackendError: as :meth:`run`.
+        """
+        return self._run_lazy(self._checked(inputs))
+
+    def _checked(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.closed:
             msg = f"{type(self).__name__} ({self.name}, {self.device}) is closed: create a new backend to run again"
             raise BackendError(msg)
-        arrays = check_inputs(inputs, self.input_names, self.image_size)
-        return self._run(arrays)
+        return check_inputs(inputs, self.input_names, self.image_size)
 
     @abstractmethod
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Execute validated, C-contiguous inputs."""
+
+    def _run_lazy(self, inputs: dict[str, np.ndarray]) -> GraphOutputs:
+        """Execute validated inputs, deferring the host copies; default: :meth:`_run`, nothing deferred."""
+        return GraphOutputs.ready(self._run(inputs))
 
     @abstractmethod
     def _release(self) -> None:
@@ -223,10 +283,9 @@ def parse_device(device: str, kinds: tuple[str, ...]) -> tuple[str, int | None]:
 
 
 def onnx_file_name(bundle: Bundle) -> str:
-    """File name of the bundle's exported detector graph (``manifest.extra["onnx"]["file"]``, else default)."""
-    info = bundle.manifest.extra.get("onnx")
-    name = info.get("file") if isinstance(info, dict) else None
-    return name if isinstance(name, str) and name else DETECTOR_ONNX_FILE
+    """File name of the bundle's exported detector graph (``manifest.onnx.file``, else the default name)."""
+    record = bundle.manifest.onnx
+    return record.file if record is not None and record.file else DETECTOR_ONNX_FILE
 
 
 def has_onnx(bundle: Bundle) -> bool:

@@ -20,6 +20,7 @@ from protoinspect.sdk.backends.base import (
     DETECTOR_INPUT,
     DETECTOR_OUTPUTS,
     BackendBase,
+    GraphOutputs,
     as_bundle,
     onnx_file_name,
     parse_device,
@@ -120,10 +121,7 @@ class OnnxRuntimeBackend(BackendBase):
             provider_list = _check_provider_list(providers)
         else:
             provider_list = self._device_providers(bundle, kind, index)
-        available = ort.get_available_providers()
-        for provider, _ in provider_list:
-            if provider not in available:
-                raise _unavailable(provider, device, ort.__version__, available)
+        check_available(ort, provider_list, device)
         if self._engine_cache is not None:
             try:
                 self._engine_cache.mkdir(parents=True, exist_ok=True)
@@ -135,30 +133,16 @@ class OnnxRuntimeBackend(BackendBase):
         options = ort.SessionOptions()
         if intra_op_threads is not None:
             options.intra_op_num_threads = intra_op_threads
-        try:
-            session = ort.InferenceSession(model, options, providers=provider_list)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            msg = (
-                f"onnxruntime {ort.__version__} cannot create a session for {bundle.path / file_name} with "
-                f"{[p for p, _ in provider_list]}: {type(exc).__name__}: {exc}"
-            )
-            raise BackendError(msg) from exc
-        active = session.get_providers()
-        requested = provider_list[0][0]
-        if not active or active[0] != requested:
-            msg = (
-                f"onnxruntime did not enable {requested} for device {device!r} (active providers: {active}); "
-                "it falls back silently when the provider's libraries (CUDA, cuDNN, TensorRT) cannot be loaded "
-                "or no GPU is visible: see onnxruntime's warnings above, and check the CUDA/cuDNN/TensorRT "
-                f"versions onnxruntime {ort.__version__} needs"
-            )
-            raise BackendError(msg)
+        session, active = open_session(ort, model, options, provider_list, device=device,
+                                       where=str(bundle.path / file_name))
         self._session = session
         self._providers = list(active)
         self._intra_op_threads = intra_op_threads
         inputs, outputs = _check_graph(session, bundle, file_name)
         self._init_base(bundle, device, inputs, outputs)
         self._output_list = list(outputs)
+        gpu = providers is None and kind in ("cuda", "tensorrt")
+        self._features_device: tuple[str, int] = ("cuda", index or 0) if gpu else ("cpu", 0)
         logger.debug("onnxruntime session for %s on %s (providers %s)", bundle.path / file_name, device, active)
 
     def _device_providers(self, bundle: Bundle, kind: str, index: int | None) -> list[tuple[str, dict[str, Any]]]:
@@ -184,6 +168,25 @@ class OnnxRuntimeBackend(BackendBase):
             msg = f"onnxruntime failed to run {self._file_name} on {self.device}: {type(exc).__name__}: {exc}"
             raise BackendError(msg) from exc
         return dict(zip(self.output_names, outputs))
+
+    def _run_lazy(self, inputs: dict[str, np.ndarray]) -> GraphOutputs:
+        """One run through an IO binding: the map and score land in host memory, ``features`` stays where
+        the session computed it (the GPU for ``cuda``/``tensorrt`` devices) until read."""
+        try:
+            binding = self._session.io_binding()
+            for name, arr in inputs.items():
+                binding.bind_cpu_input(name, arr)
+            for name in self._output_list:
+                if name == DETECTOR_FEATURES:
+                    binding.bind_output(name, *self._features_device)
+                else:
+                    binding.bind_output(name, "cpu")
+            self._session.run_with_iobinding(binding)
+            values = dict(zip(self._output_list, binding.get_outputs()))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            msg = f"onnxruntime failed to run {self._file_name} on {self.device}: {type(exc).__name__}: {exc}"
+            raise BackendError(msg) from exc
+        return GraphOutputs(self.output_names, lambda name: values[name].numpy())
 
     def _release(self) -> None:
         self._session = None
@@ -216,6 +219,44 @@ class OnnxRuntimeBackend(BackendBase):
             "engine_cache": None if self._engine_cache is None else str(self._engine_cache),
             "closed": self.closed,
         }
+
+
+
+def check_available(ort: Any, provider_list: list[tuple[str, dict[str, Any]]], device: str) -> None:
+    """Raise :class:`MissingDependencyError` (naming the install) for a provider this onnxruntime lacks."""
+    available = ort.get_available_providers()
+    for provider, _ in provider_list:
+        if provider not in available:
+            raise _unavailable(provider, device, ort.__version__, available)
+
+
+def open_session(ort: Any, model: bytes, options: Any, provider_list: list[tuple[str, dict[str, Any]]], *,
+                 device: str, where: str) -> tuple[Any, list[str]]:
+    """An onnxruntime session whose first provider is the requested one (never its silent CPU fallback).
+
+    Returns:
+        (session, active providers).
+
+    Raises:
+        BackendError: onnxruntime cannot create the session, or enabled another first provider.
+    """
+    try:
+        session = ort.InferenceSession(model, options, providers=provider_list)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        msg = (f"onnxruntime {ort.__version__} cannot create a session for {where} with "
+               f"{[p for p, _ in provider_list]}: {type(exc).__name__}: {exc}")
+        raise BackendError(msg) from exc
+    active = session.get_providers()
+    requested = provider_list[0][0]
+    if not active or active[0] != requested:
+        msg = (
+            f"onnxruntime did not enable {requested} for device {device!r} (active providers: {active}); "
+            "it falls back silently when the provider's libraries (CUDA, cuDNN, TensorRT) cannot be loaded "
+            "or no GPU is visible: see onnxruntime's warnings above, and check the CUDA/cuDNN/TensorRT "
+            f"versions onnxruntime {ort.__version__} needs"
+        )
+        raise BackendError(msg)
+    return session, list(active)
 
 
 def _unavailable(provider: str, device: str, version: str, available: list[str]) -> MissingDependencyError:

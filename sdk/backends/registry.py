@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from protoinspect.sdk.backends.base import Backend, as_bundle, has_onnx
+from protoinspect.sdk.backends.classifier_base import ClassifierBackendBase
 from protoinspect.sdk.bundle import Bundle, load_bundle
 from protoinspect.sdk.errors import ConfigError, MissingDependencyError
 
@@ -16,6 +17,13 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "protoinspect.sdk.backends.ort_backend:OnnxRuntimeBackend",
     "torch": "protoinspect.sdk.backends.torch_backend:TorchBackend",
     "tensorrt": "protoinspect.sdk.backends.trt_backend:TensorRTBackend",
+}
+#: backend name -> "module:Class" of the runtime of the bundle's defect classifier (the same names: an
+#: Inspector runs its classifier on the same kind of runtime as its detector).
+CLASSIFIER_BACKENDS: dict[str, str] = {
+    "onnxruntime": "protoinspect.sdk.backends.ort_classifier:OnnxRuntimeClassifier",
+    "torch": "protoinspect.sdk.backends.torch_classifier:TorchClassifier",
+    "tensorrt": "protoinspect.sdk.backends.trt_classifier:TensorRTClassifier",
 }
 # "auto" never picks tensorrt: an engine must be built on the target first (export/build_engine.py).
 _CHOICES = f"auto, {', '.join(BACKENDS)}"
@@ -82,13 +90,36 @@ def create_backend(name: str, bundle: Bundle | str | os.PathLike[str], **kwargs:
     if name == "auto" and not isinstance(bundle, Bundle):
         bundle = as_bundle(bundle)  # load and verify once, for resolving and for the backend
     resolved = resolve_backend_name(name, bundle)
-    module_name, class_name = BACKENDS[resolved].split(":")
+    return _construct(BACKENDS[resolved], resolved, bundle, kwargs)
+
+
+def create_classifier_backend(name: str, bundle: Bundle | str | os.PathLike[str], **kwargs: Any) -> ClassifierBackendBase:
+    """Create the runtime of the bundle's defect classifier by backend name (no ``"auto"``: name the detector's).
+
+    Args:
+        name: a key of :data:`CLASSIFIER_BACKENDS` (``"onnxruntime"``: ``classifier.onnx``; ``"torch"``: the
+            weights; ``"tensorrt"``: the classifier engine ``export/build_engine.py`` builds).
+        bundle: a loaded bundle or a bundle directory (loaded and verified once).
+        **kwargs: the runtime's keyword options (``device`` for all).
+
+    Raises:
+        ConfigError: an unknown name or an option the runtime does not take.
+        MissingDependencyError, BundleError, BackendError: from the runtime's constructor.
+    """
+    if name not in CLASSIFIER_BACKENDS:
+        raise ConfigError(f"unknown classifier backend {name!r}: choose one of {', '.join(CLASSIFIER_BACKENDS)}")
+    return _construct(CLASSIFIER_BACKENDS[name], name, as_bundle(bundle), kwargs)
+
+
+def _construct(target: str, name: str, bundle: Bundle | str | os.PathLike[str], kwargs: dict[str, Any]) -> Any:
+    """Import ``module:Class`` and call it with the bundle and ``kwargs`` (unknown options: ConfigError)."""
+    module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     try:
         inspect.signature(cls).bind(bundle, **kwargs)
     except TypeError:
         params = [p for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY]
         unknown = sorted(set(kwargs) - {p.name for p in params})
-        msg = f"backend {resolved!r} does not take option(s) {unknown}; it takes: {', '.join(p.name for p in params)}"
+        msg = f"backend {name!r} does not take option(s) {unknown}; it takes: {', '.join(p.name for p in params)}"
         raise ConfigError(msg) from None
     return cls(bundle, **kwargs)

@@ -1,7 +1,7 @@
 """PyTorch backend: runs the bundle's ``PrototypeDetectorNet`` weights eagerly on CPU or CUDA.
 
-It takes the same uint8 input as ``detector.onnx`` and normalises it with
-:func:`protoinspect.sdk.preprocess.normalize_batch` (the float32 constants the exported graph bakes in).
+It runs :class:`~protoinspect.sdk.models.detector_graph.DetectorGraph`, the very module exported to
+``detector.onnx``: same uint8 input, same normalisation constants, same outputs.
 """
 
 from __future__ import annotations
@@ -14,10 +14,17 @@ import numpy as np
 
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.backends.cuda_graph import CudaGraphRunner
-from protoinspect.sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, BackendBase, as_bundle, parse_device
+from protoinspect.sdk.backends.base import (
+    DETECTOR_FEATURES,
+    DETECTOR_INPUT,
+    DETECTOR_OUTPUTS,
+    BackendBase,
+    GraphOutputs,
+    as_bundle,
+    parse_device,
+)
 from protoinspect.sdk.bundle import Bundle
 from protoinspect.sdk.errors import BackendError, ConfigError, MissingDependencyError
-from protoinspect.sdk.preprocess import normalize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,7 @@ class TorchBackend(BackendBase):
         """
         torch = require("torch")
         require("safetensors")
+        from protoinspect.sdk.models.detector_graph import DetectorGraph
         from protoinspect.sdk.models.loading import load_detector_net
 
         bundle = as_bundle(bundle)
@@ -93,46 +101,54 @@ class TorchBackend(BackendBase):
         self._spec = bundle.manifest.preprocess_spec
         self._weights_name = str(bundle.manifest.model.get("weights", "detector.safetensors"))
         overrides = None if attention_impl is None else {"attention_impl": attention_impl}
-        self._net = load_detector_net(bundle, overrides).to(self._torch_device).eval()
+        self._net = load_detector_net(bundle, overrides)
+        self._graph = DetectorGraph(self._net, self._spec).to(self._torch_device).eval()
         self._half = bool(half)
         self._graphs = CudaGraphRunner(self._gpu_forward) if cuda_graph else None
-        scale = torch.from_numpy(np.asarray(self._spec._scale, np.float32).reshape(1, 3, 1, 1).copy())
-        offset = torch.from_numpy(np.asarray(self._spec._offset, np.float32).reshape(1, 3, 1, 1).copy())
-        self._scale, self._offset = scale.to(self._torch_device), offset.to(self._torch_device)
         self._init_base(bundle, device, (DETECTOR_INPUT,), (*DETECTOR_OUTPUTS, DETECTOR_FEATURES))
         logger.debug("torch detector for %s on %s", bundle.path, device)
 
     def _gpu_forward(self, image_u8: Any) -> tuple[Any, Any, Any]:
         """N x H x W x 3 uint8 on the device -> (map, score, features); normalisation on the GPU."""
         torch = self._torch
-        x = image_u8.to(torch.float32).permute(0, 3, 1, 2) * self._scale + self._offset
         with torch.autocast("cuda", dtype=torch.float16, enabled=self._half):
-            amap, score, feats = self._net.forward_with_features(x)
+            amap, score, feats = self._graph(image_u8)
         return amap.float(), score.float(), feats.float()
 
-    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _forward(self, inputs: dict[str, np.ndarray]) -> tuple[Any, Any, Any]:
+        """(map, score, features) tensors on the device (CUDA-graph outputs are reused by the next run)."""
         torch = self._torch
         try:
             with torch.inference_mode():
+                image = torch.from_numpy(np.ascontiguousarray(inputs[DETECTOR_INPUT])).to(self._torch_device)
+                if self._graphs is not None:
+                    return self._graphs(image)
                 if self._torch_device.type == "cuda":
-                    image = torch.from_numpy(np.ascontiguousarray(inputs[DETECTOR_INPUT])).to(self._torch_device)
-                    if self._graphs is not None:
-                        amap, score, feats = self._graphs(image)
-                    else:
-                        amap, score, feats = self._gpu_forward(image)
-                else:
-                    x = torch.from_numpy(normalize_batch(inputs[DETECTOR_INPUT], self._spec))  # N x 3 x H x W
-                    amap, score, feats = self._net.forward_with_features(x)
-                amap_np = amap.to("cpu", torch.float32).numpy()  # N x 1 x H x W
-                score_np = score.to("cpu", torch.float32).numpy()  # N
-                feats_np = feats.to("cpu", torch.float32).numpy()  # N x C x H/8 x W/8
+                    return self._gpu_forward(image)
+                return self._graph(image)
         except RuntimeError as exc:  # CUDA OOM, device errors
             msg = f"torch failed to run the detector on {self.device}: {exc}"
             raise BackendError(msg) from exc
-        return {DETECTOR_OUTPUTS[0]: amap_np, DETECTOR_OUTPUTS[1]: score_np, DETECTOR_FEATURES: feats_np}
+
+    def _to_host(self, tensor: Any) -> np.ndarray:
+        try:
+            return tensor.to("cpu", self._torch.float32).numpy()
+        except RuntimeError as exc:
+            msg = f"torch failed to copy a detector output from {self.device}: {exc}"
+            raise BackendError(msg) from exc
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._run_lazy(inputs)
+        return {name: outputs[name] for name in self.output_names}
+
+    def _run_lazy(self, inputs: dict[str, np.ndarray]) -> GraphOutputs:
+        """One forward pass; each output tensor is copied to the host (N x 1 x H x W map, N scores,
+        N x C x H/8 x W/8 features) only when read."""
+        tensors = dict(zip(self.output_names, self._forward(inputs)))
+        return GraphOutputs(self.output_names, lambda name: self._to_host(tensors[name]))
 
     def _release(self) -> None:
-        self._net = None
+        self._net = self._graph = None
         if self._torch_device.type == "cuda":
             self._torch.cuda.empty_cache()
 

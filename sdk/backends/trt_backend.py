@@ -29,7 +29,14 @@ from protoinspect.sdk.backends.base import (
     parse_device,
 )
 from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
-from protoinspect.sdk.backends.trt_sidecar import check_sidecar, read_sidecar, rebuild_command, select_engine, sidecar_file_name
+from protoinspect.sdk.backends.trt_sidecar import (
+    check_sidecar,
+    read_sidecar,
+    rebuild_command,
+    runtime_plugins,
+    select_engine,
+    sidecar_file_name,
+)
 from protoinspect.sdk.bundle import Bundle
 from protoinspect.sdk.errors import BundleError
 
@@ -72,6 +79,8 @@ class TensorRTBackend(BackendBase):
             BundleError: no exported graph, no engine for this GPU, a corrupt sidecar, or an engine
                 built for another TensorRT version, GPU architecture or ONNX file (the message has the
                 rebuild command), or an engine that does not match the detector contract.
+            MissingPluginError: the engine's sidecar lists a non-AOT plugin that is not registered
+                (register it with ``trt_runtime.add_plugin_registrar`` first).
             BackendError: TensorRT cannot deserialize the engine or CUDA fails.
         """
         trt = require("tensorrt")
@@ -84,7 +93,7 @@ class TensorRTBackend(BackendBase):
                               f"{bundle.path}`, then `{rebuild_command(bundle.path, 'fp16')}`")
         gpu = CudaDevice(cuda, 0 if index is None else index)
         try:
-            self._engine_file = select_engine(bundle.manifest.extra, file_name, gpu.compute_capability,
+            self._engine_file = select_engine(bundle.manifest.tensorrt, file_name, gpu.compute_capability,
                                               bundle_dir=bundle.path, engine=engine)
             sidecar_name = sidecar_file_name(self._engine_file)
             self._sidecar = read_sidecar(bundle.read_bytes(sidecar_name), sidecar_name)
@@ -92,7 +101,8 @@ class TensorRTBackend(BackendBase):
                           compute_capability=gpu.compute_capability,
                           onnx_sha256=str(bundle.manifest.files[file_name]["sha256"]))
             self._runner = EngineRunner(trt, cuda, gpu, bundle.read_bytes(self._engine_file),
-                                        cuda_graph=cuda_graph, name=self._engine_file)
+                                        cuda_graph=cuda_graph, name=self._engine_file,
+                                        plugins=runtime_plugins(self._sidecar))
             outputs = _check_contract(self._runner, bundle, self._engine_file)
         except BaseException:
             if getattr(self, "_runner", None) is not None:

@@ -10,18 +10,26 @@ of ``export/build_engine.py``.
 
 The ``trt`` and ``cuda`` arguments are the imported ``tensorrt`` and ``pycuda.driver`` modules; they
 are passed in (never imported here) so that the module imports without either.
+
+Engines with plugin layers: plugins are defined at build time (``protoinspect.export.trt_plugins``), which
+this runtime never imports. An application hands their registration over with
+:func:`add_plugin_registrar`; :func:`ensure_plugins` runs it before an engine that needs the plugins is
+deserialized and checks TensorRT's plugin registry, raising
+:class:`~protoinspect.sdk.errors.MissingPluginError` for a plugin still missing. AOT plugins need nothing
+here: TensorRT embeds their kernels in the engine.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from protoinspect.sdk.errors import BackendError, ConfigError, InputError
+from protoinspect.sdk.errors import BackendError, ConfigError, InputError, MissingPluginError, ProtoInspectError
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +66,95 @@ def tensor_specs(trt: Any, engine: Any) -> list[TensorSpec]:
         specs.append(TensorSpec(name, is_input, np.dtype(trt.nptype(engine.get_tensor_dtype(name))),
                                 tuple(int(v) for v in engine.get_tensor_shape(name)), profile))
     return specs
+
+
+#: plugin namespace -> the callable that registers that namespace's TensorRT plugins in this process
+_PLUGIN_REGISTRARS: dict[str, Callable[[], object]] = {}
+_REGISTRARS_RUN: set[str] = set()
+
+
+def add_plugin_registrar(namespace: str, registrar: Callable[[], object]) -> None:
+    """Tell the runtime how to register the TensorRT plugins of ``namespace`` (the hook that replaces an import).
+
+    ``registrar()`` runs at most once per process (again only if it raised), right before the first engine
+    that needs a plugin of ``namespace`` is deserialized. Adding a registrar for a namespace replaces the
+    previous one. Examples::
+
+        from protoinspect.export.trt_plugins import PLUGIN_NAMESPACE, register_plugins
+        add_plugin_registrar(PLUGIN_NAMESPACE, register_plugins)
+        add_plugin_registrar("acme", lambda: tensorrt.get_plugin_registry().load_library("libacme_plugins.so"))
+
+    Args:
+        namespace: the plugin namespace (``"protoinspect"`` in ``"protoinspect::prototype_attention"``).
+        registrar: a callable without arguments that registers the plugins with TensorRT.
+
+    Raises:
+        ConfigError: an empty namespace or a registrar that is not callable.
+    """
+    if not isinstance(namespace, str) or not namespace or "::" in namespace:
+        raise ConfigError(f"plugin namespace must be a non-empty string without '::', got {namespace!r}")
+    if not callable(registrar):
+        raise ConfigError(f"plugin registrar for {namespace!r} must be callable, got {type(registrar).__name__}")
+    _PLUGIN_REGISTRARS[namespace] = registrar
+    _REGISTRARS_RUN.discard(namespace)
+
+
+def registered_plugin_ids(trt: Any) -> set[str] | None:
+    """``"namespace::name"`` of every plugin creator in TensorRT's plugin registry; None when this TensorRT
+    cannot list them (then nothing can be checked before deserializing)."""
+    get_registry = getattr(trt, "get_plugin_registry", None)
+    if get_registry is None:
+        return None
+    registry = get_registry()
+    creators = getattr(registry, "all_creators", None)  # TensorRT >= 10
+    if creators is None:
+        creators = getattr(registry, "plugin_creator_list", None)
+    if creators is None:
+        return None
+    return {f"{getattr(c, 'plugin_namespace', '')}::{c.name}" for c in creators}
+
+
+def ensure_plugins(trt: Any, plugin_ids: Sequence[str], *, name: str = "engine") -> None:
+    """Run the registrars of the namespaces in ``plugin_ids``, then check that TensorRT knows every plugin.
+
+    Args:
+        trt: the ``tensorrt`` module.
+        plugin_ids: ``"namespace::name"`` of the plugins the engine needs registered at run time.
+        name: the engine, used in messages.
+
+    Raises:
+        MissingPluginError: a plugin is not in TensorRT's registry after the registrars ran.
+        BackendError: a registrar raised something that is not a ProtoInspect error.
+    """
+    if not plugin_ids:
+        return
+    for namespace in sorted({pid.split("::", 1)[0] for pid in plugin_ids}):
+        registrar = _PLUGIN_REGISTRARS.get(namespace)
+        if registrar is None or namespace in _REGISTRARS_RUN:
+            continue
+        try:
+            registrar()
+        except ProtoInspectError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - user code and tensorrt raise their own types
+            raise BackendError(f"registering the TensorRT plugins of namespace {namespace!r} for {name} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        _REGISTRARS_RUN.add(namespace)
+    available = registered_plugin_ids(trt)
+    if available is None:
+        logger.debug("TensorRT %s cannot list its plugin creators; not checking %s", trt.__version__, list(plugin_ids))
+        return
+    missing = sorted(set(plugin_ids) - available)
+    if missing:
+        namespace = missing[0].split("::", 1)[0]
+        hint = (" (ProtoInspect's attention plugins: protoinspect.export.trt_plugins.register_plugins)"
+                if namespace == "protoinspect" else "")
+        msg = (f"{name} needs the TensorRT plugin(s) {missing}, which are not registered in this process. Register "
+               f"them before loading the engine: protoinspect.sdk.backends.trt_runtime.add_plugin_registrar("
+               f"{namespace!r}, fn) with the function that defines them{hint}, or a fn calling "
+               "tensorrt.get_plugin_registry().load_library(PATH) for a C++ plugin library. Or rebuild the engine "
+               "from the default export, which has no plugin layers (python export/build_engine.py BUNDLE).")
+        raise MissingPluginError(msg)
 
 
 class CudaDevice:
@@ -102,7 +199,7 @@ class EngineRunner:
     """Executes one serialized engine on one :class:`CudaDevice` (profile 0; any shape inside it)."""
 
     def __init__(self, trt: Any, cuda: Any, device: CudaDevice, engine_bytes: bytes, *,
-                 cuda_graph: bool = False, name: str = "engine") -> None:
+                 cuda_graph: bool = False, name: str = "engine", plugins: Sequence[str] = ()) -> None:
         """Deserialize the engine and allocate buffers for the profile's maximum shapes.
 
         Args:
@@ -112,8 +209,11 @@ class EngineRunner:
             engine_bytes: a serialized engine (``build_serialized_network`` output).
             cuda_graph: capture ``execute_async_v3`` in a CUDA graph per input-shape set and replay it.
             name: used in messages.
+            plugins: ``"namespace::name"`` of the plugins the engine needs registered at run time
+                (see :func:`ensure_plugins`; AOT plugins are embedded in the engine and not listed).
 
         Raises:
+            MissingPluginError: a plugin in ``plugins`` is not registered (see :func:`add_plugin_registrar`).
             BackendError: TensorRT cannot deserialize the engine (version / GPU mismatch, corrupt file)
                 or create an execution context.
             ConfigError: ``cuda_graph=True`` with a pycuda that has no stream capture.
@@ -122,13 +222,16 @@ class EngineRunner:
         self.cuda_graph = bool(cuda_graph)
         self._graphs: dict[tuple[tuple[int, ...], ...], Any] = {}
         self._last_shapes: dict[str, tuple[int, ...]] = {}
+        ensure_plugins(trt, plugins, name=name)
         with device:
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
             self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
             if self.engine is None:
+                uses = f"; it uses the plugins {list(plugins)}, check their registration" if plugins else ""
                 raise BackendError(f"TensorRT {trt.__version__} could not deserialize {name} (see its log above): "
-                                   "the engine was built by another TensorRT version or for another GPU, or is corrupt")
+                                   "the engine was built by another TensorRT version or for another GPU, or is "
+                                   f"corrupt{uses}")
             self.context = self.engine.create_execution_context()
             if self.context is None:
                 raise BackendError(f"TensorRT could not create an execution context for {name} (out of GPU memory?)")

@@ -10,7 +10,7 @@ so :func:`check_sidecar` compares the sidecar with the running system and the bu
 Pure Python (no tensorrt, no pycuda): the builder (``export/build_engine.py``) writes sidecars with
 :func:`make_sidecar`, the runtime (:mod:`protoinspect.sdk.backends.trt_backend`) reads and checks them.
 Bundle file names are plain (no folders), so engines sit beside the ONNX files; the manifest's
-``extra["tensorrt"]["engines"]`` lists them (:func:`engine_entries`).
+``extra["tensorrt"]["engines"]`` lists them, read as ``bundle.manifest.tensorrt`` (:func:`engine_entries`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protoinspect.sdk.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from protoinspect.sdk.manifest_sections import EngineRecord, TensorRTSection
 
 SIDECAR_FORMAT = "protoinspect-trt-engine"
 SIDECAR_VERSION = 1
@@ -30,6 +33,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: Keys a sidecar must have (more are allowed: parity results, host details, ...).
 REQUIRED_KEYS = ("format", "format_version", "engine_file", "onnx_file", "onnx_sha256", "tensorrt_version",
                  "gpu_name", "compute_capability", "precision", "profile", "dla_core", "built_utc", "builder")
+#: Optional key: the engine's plugin layers, ``[{"id": "namespace::name", "aot": bool}]``
+#: (``protoinspect.export.trt_plugins.plugin_layers``); absent = no plugin layers.
+PLUGINS_KEY = "plugins"
 #: ``manifest.extra`` key under which built engines are listed.
 EXTRA_KEY = "tensorrt"
 DEFAULT_MAX_BATCH = 8
@@ -145,9 +151,23 @@ def validate_sidecar(sidecar: Any, name: str) -> dict[str, Any]:
             isinstance(p, dict) and all(isinstance(p.get(k), list) for k in ("min", "opt", "max"))
             for p in sidecar["profile"].values()):
         bad.append("profile")
+    if PLUGINS_KEY in sidecar and not _valid_plugins(sidecar[PLUGINS_KEY]):
+        bad.append(PLUGINS_KEY)
     if bad:
         raise BundleError(f"engine sidecar {name} has invalid {bad}: rebuild the engine with {BUILD_SCRIPT}")
     return sidecar
+
+
+def _valid_plugins(plugins: Any) -> bool:
+    return isinstance(plugins, list) and all(
+        isinstance(p, dict) and isinstance(p.get("id"), str) and "::" in p["id"] and isinstance(p.get("aot"), bool)
+        for p in plugins)
+
+
+def runtime_plugins(sidecar: Mapping[str, Any]) -> list[str]:
+    """Ids of the plugins that must be registered in the process that deserializes the engine: its plugin
+    layers that were not built ahead of time (TensorRT embeds an AOT plugin's kernels in the engine)."""
+    return sorted({p["id"] for p in sidecar.get(PLUGINS_KEY) or [] if not p["aot"]})
 
 
 def read_sidecar(data: bytes, name: str) -> dict[str, Any]:
@@ -194,18 +214,17 @@ def check_sidecar(sidecar: Mapping[str, Any], *, bundle_dir: str | Path, tensorr
         raise BundleError(msg)
 
 
-def engine_entries(extra: Mapping[str, Any], onnx_file: str) -> dict[str, dict[str, Any]]:
-    """Engines recorded in ``manifest.extra["tensorrt"]["engines"]`` that were built from ``onnx_file``."""
-    info = extra.get(EXTRA_KEY)
-    engines = info.get("engines") if isinstance(info, dict) else None
-    if not isinstance(engines, dict):
+def engine_entries(section: TensorRTSection | None, onnx_file: str) -> dict[str, EngineRecord]:
+    """Engines listed in the manifest's TensorRT section (``bundle.manifest.tensorrt``) that were built from ``onnx_file``."""
+    if section is None:
         return {}
-    return {name: dict(e) for name, e in engines.items() if isinstance(e, dict) and e.get("onnx_file") == onnx_file}
+    return {name: e for name, e in section.engines.items() if e.onnx_file == onnx_file}
 
 
-def select_engine(extra: Mapping[str, Any], onnx_file: str, compute_capability: str, *, bundle_dir: str | Path,
-                  engine: str | None = None, precision: str | None = None) -> str:
-    """The engine file to load for ``onnx_file`` on a GPU of ``compute_capability``.
+def select_engine(section: TensorRTSection | None, onnx_file: str, compute_capability: str, *,
+                  bundle_dir: str | Path, engine: str | None = None, precision: str | None = None) -> str:
+    """The engine file to load for ``onnx_file`` on a GPU of ``compute_capability``, among the engines of
+    the manifest's TensorRT section (``bundle.manifest.tensorrt``).
 
     ``engine`` picks one explicitly; otherwise the engines for this compute capability (and
     ``precision`` when given) are the candidates, and exactly one must remain.
@@ -214,16 +233,16 @@ def select_engine(extra: Mapping[str, Any], onnx_file: str, compute_capability: 
         BundleError: no engine at all, or none for this GPU (with the build command).
         ConfigError: an unknown ``engine`` name, or several candidates (name them with ``engine=``).
     """
-    entries = engine_entries(extra, onnx_file)
+    entries = engine_entries(section, onnx_file)
     if engine is not None:
         if engine not in entries:
             msg = f"bundle {bundle_dir} has no engine {engine!r} for {onnx_file} (it has: {sorted(entries) or 'none'})"
             raise ConfigError(msg)
         return engine
-    candidates = sorted(n for n, e in entries.items() if str(e.get("compute_capability")) == str(compute_capability)
-                        and (precision is None or e.get("precision") == precision))
+    candidates = sorted(n for n, e in entries.items() if e.compute_capability == str(compute_capability)
+                        and (precision is None or e.precision == precision))
     if not candidates:
-        have = ", ".join(f"{n} (sm {e.get('compute_capability')}, {e.get('precision')})" for n, e in sorted(entries.items()))
+        have = ", ".join(f"{n} (sm {e.compute_capability}, {e.precision})" for n, e in sorted(entries.items()))
         cmd = rebuild_command(bundle_dir, precision or "fp16")
         msg = (f"bundle {bundle_dir} has no TensorRT engine of {onnx_file} for this GPU (compute capability "
                f"{compute_capability}{', ' + precision if precision else ''}); engines present: {have or 'none'}. "

@@ -18,68 +18,17 @@ suppressed, normal object tokens kept (methods.md §1(b); our parameterisation).
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protoinspect.kernels.attention_reference import region_guided_attention_reference
 from protoinspect.sdk.errors import ConfigError
-from protoinspect.sdk.models.attention_impl import ATTENTION_IMPLS, use_triton
+from protoinspect.sdk.models.attention_impl import kernel_errors, use_triton
+from protoinspect.sdk.models.classifier_config import ClassifierConfig  # re-exported: its import path before the split
 
 
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Architecture of the defect classifier (stored in the bundle manifest).
-
-    Attributes:
-        in_channels: channels of the detector's ``features`` output.
-        grid: token grid side G of a crop.
-        embed_dim / num_layers / num_heads / mlp_ratio: the guided transformer.
-        proj_dim: width of the contrastive projection.
-        num_classes: number of vMF prototypes (known + discovered classes).
-        kappa: vMF concentration (cosine logits are multiplied by it).
-        attention_impl: ``reference`` (PyTorch ops, exportable) or ``triton`` (the fused kernel; CUDA).
-    """
-
-    in_channels: int
-    grid: int = 8
-    embed_dim: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    mlp_ratio: float = 2.0
-    proj_dim: int = 64
-    num_classes: int = 1
-    kappa: float = 10.0
-    attention_impl: str = "reference"
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.in_channels < 1 or self.grid < 1 or self.num_layers < 1 or self.num_classes < 1:
-            problems.append("in_channels, grid, num_layers and num_classes must be >= 1")
-        if self.embed_dim % self.num_heads:
-            problems.append(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
-        if not self.kappa > 0:
-            problems.append(f"kappa must be > 0, got {self.kappa}")
-        if self.attention_impl not in ATTENTION_IMPLS:
-            problems.append(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
-        if problems:
-            raise ConfigError("classifier config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            msg = f"unknown classifier config keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
-            raise ConfigError(msg)
-        return cls(**d)
+_CLASS_TOKEN_ROW = slice(0, 1)  # the query row that gets the region-guidance bias
 
 
 def region_guidance_bias(regions: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -91,11 +40,12 @@ def region_guidance_bias(regions: torch.Tensor, levels: torch.Tensor) -> torch.T
 
 
 def guided_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Softmax attention (B x H x T x Dh) with ``bias`` (B x T, per key) added to the first (class-token) row."""
-    logits = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # B x H x T x T
-    row0 = logits[:, :, :1] + bias[:, None, None, :]
-    logits = torch.cat([row0, logits[:, :, 1:]], dim=2)
-    return torch.matmul(torch.softmax(logits, dim=-1), v)
+    """Softmax attention (B x H x T x Dh) with ``bias`` (B x T, per key) added to the first (class-token) row.
+
+    The classifier's call of :func:`protoinspect.kernels.attention_reference.region_guided_attention_reference`
+    (bias shared by the heads, ``bias_rows=slice(0, 1)``); the Triton path launches the kernel on the same arguments.
+    """
+    return region_guided_attention_reference(q, k, v, bias[:, None, :], bias_rows=_CLASS_TOKEN_ROW)
 
 
 class _GuidedBlock(nn.Module):
@@ -114,9 +64,10 @@ class _GuidedBlock(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if use_triton(self.impl, q):
-            from protoinspect.kernels.region_guided_attention import region_guided_attention
+            with kernel_errors():
+                from protoinspect.kernels.region_guided_attention_kernel import region_guided_attention
 
-            return region_guided_attention(q, k, v, bias[:, None, :], bias_rows=slice(0, 1))
+                return region_guided_attention(q, k, v, bias[:, None, :], bias_rows=_CLASS_TOKEN_ROW)
         return guided_attention_reference(q, k, v, bias)
 
     def forward(self, x: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -133,6 +84,9 @@ class DefectClassifierNet(nn.Module):
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
+        if config.in_channels is None:
+            raise ConfigError("ClassifierConfig.in_channels is None: set it to the channels of the detector's "
+                              "features (training does; a bundle's classifier config always has it)")
         self.config = config
         c, d, g = config.in_channels, config.embed_dim, config.grid
         self.in_norm = nn.LayerNorm(c)

@@ -10,37 +10,12 @@ Shapes (B batch, N tokens at the bottleneck grid, M prototypes, D embed dim, L e
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protoinspect.sdk.models.attention_impl import use_triton
-
-
-def prototype_attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None, topk: int | None = None
-) -> torch.Tensor:
-    """Softmax cross-attention of queries over prototypes.
-
-    Args:
-        q: B x H x N x Dh queries.
-        k: H x M x Dh or B x H x M x Dh prototype keys.
-        v: same shape as ``k``, prototype values.
-        scale: logit scale, default 1/sqrt(Dh).
-        topk: if set, only the ``topk`` best prototypes per query keep their logits (the
-            prototype-based constraint against soft identity mapping).
-
-    Returns:
-        B x H x N x Dh.
-    """
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale  # B x H x N x M
-    if topk is not None and topk < logits.shape[-1]:
-        kth = torch.topk(logits, topk, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.matmul(torch.softmax(logits, dim=-1), v)
+from protoinspect.kernels.attention_reference import prototype_attention_reference
+from protoinspect.sdk.models.attention_impl import kernel_errors, use_triton
 
 
 class _MultiHeadCross(nn.Module):
@@ -67,9 +42,10 @@ class _MultiHeadCross(nn.Module):
         k = self._heads(self.k_proj(context))
         v = self._heads(self.v_proj(context))
         if topk is None and use_triton(impl, q):
-            from protoinspect.kernels.prototype_attention import prototype_attention  # the fused Triton kernel
+            with kernel_errors():
+                from protoinspect.kernels.prototype_attention_kernel import prototype_attention  # fused Triton kernel
 
-            out = prototype_attention(q, k, v)
+                out = prototype_attention(q, k, v)
         else:
             out = prototype_attention_reference(q, k, v, topk=topk)  # B x H x N x Dh
         b, h, n, dh = out.shape
@@ -119,7 +95,7 @@ class PrototypeDecoder(nn.Module):
         dropout: dropout of the bottleneck tokens during training.
         grid_level: which encoder level sets the token grid (1 = stride 8).
         attention_impl: ``reference`` (PyTorch ops; exported to ONNX) or ``triton`` (the fused
-            kernel of :mod:`protoinspect.kernels.prototype_attention`, used on CUDA when ``topk`` is None).
+            kernel of :mod:`protoinspect.kernels.prototype_attention_kernel`, used on CUDA when ``topk`` is None).
     """
 
     def __init__(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk.errors import ConfigError
 from protoinspect.sdk.models.attention_impl import ATTENTION_IMPLS
 from protoinspect.sdk.models.encoder import build_encoder
@@ -93,28 +95,18 @@ class DetectorConfig:
         object.__setattr__(self, "level_weights", tuple(float(w) for w in self.level_weights))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        d = asdict(self)
-        d["level_weights"] = list(self.level_weights)
-        return d
+        """JSON-safe form (:func:`protoinspect.sdk.config_codec.to_dict`)."""
+        return config_codec.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DetectorConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            msg = f"unknown detector config keys {sorted(unknown)}; known: {sorted(known)}"
-            raise ConfigError(msg)
-        d = dict(d)
-        if "level_weights" in d:
-            d["level_weights"] = tuple(d["level_weights"])
-        return cls(**d)
+    def from_dict(cls, d: Mapping[str, Any]) -> DetectorConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (:mod:`protoinspect.sdk.config_codec`)."""
+        return config_codec.from_dict(cls, d)
 
     @classmethod
-    def from_manifest(cls, d: dict[str, Any]) -> DetectorConfig:
+    def from_manifest(cls, d: Mapping[str, Any]) -> DetectorConfig:
         """Like :meth:`from_dict` for a bundle manifest's ``model.config``, reading keys that older
-        bundles lack with the values those bundles were built with."""
+        bundles lack with the values those bundles were built with (:data:`LEGACY_DEFAULTS`)."""
         return cls.from_dict({**LEGACY_DEFAULTS, **d})
 
 

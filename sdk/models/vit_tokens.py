@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protoinspect.sdk.errors import BundleError, ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from protoinspect.sdk.preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - the one copy, re-exported
 
 
 class _Block(nn.Module):

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError, InputError
 
-__all__ = ["CropBox", "CropSettings", "anomaly_crop_boxes", "crop_areas", "crop_scores",
-           "merge_region_probabilities"]
+__all__ = ["CropBox", "CropSettings", "RegionCrop", "anomaly_crop_boxes", "crop_areas", "crop_scores", "kept_crop_count",
+           "merge_region_probabilities", "region_crops"]
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,13 @@ class CropSettings:
                 raise ConfigError(msg)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of the settings."""
-        return {f.name: (int if f.name == "extra_crops" else float)(getattr(self, f.name)) for f in fields(self)}
+        """JSON-ready dict of the settings (:func:`protoinspect.sdk.config_codec.to_dict`)."""
+        return config_codec.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CropSettings:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        if not isinstance(data, Mapping):
-            msg = f"crop settings must be a mapping, got {type(data).__name__}"
-            raise ConfigError(msg)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            msg = f"unknown crop setting(s) {unknown}; known: {[f.name for f in fields(cls)]}"
-            raise ConfigError(msg)
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` (:mod:`protoinspect.sdk.config_codec`)."""
+        return config_codec.from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -153,8 +147,10 @@ def _groups(close: np.ndarray) -> list[list[int]]:
     return list(groups.values())
 
 
-def _merge_close(boxes: list[CropBox], threshold: int, height: int, width: int) -> list[CropBox]:
-    """Merge groups of boxes whose pairwise gaps are ``< threshold`` (transitively) until none are close."""
+def _merge_close(boxes: list[CropBox], members: list[frozenset[int]], threshold: int, height: int,
+                 width: int) -> tuple[list[CropBox], list[frozenset[int]]]:
+    """Merge groups of boxes whose pairwise gaps are ``< threshold`` (transitively) until none are close;
+    ``members`` (one set per box) are united alike."""
     while len(boxes) > 1:
         b = np.array([box.to_list() for box in boxes], dtype=np.int64)
         gx = np.maximum(0, np.maximum(b[:, None, 0], b[None, :, 0]) - np.minimum(b[:, None, 2], b[None, :, 2]))
@@ -164,7 +160,8 @@ def _merge_close(boxes: list[CropBox], threshold: int, height: int, width: int) 
             break
         boxes = [_square(int(b[g, 0].min()), int(b[g, 1].min()), int(b[g, 2].max()), int(b[g, 3].max()),
                          height, width) for g in groups]
-    return boxes
+        members = [frozenset().union(*(members[i] for i in g)) for g in groups]
+    return boxes, members
 
 
 def _check_2d(array: Any, name: str, kinds: str) -> np.ndarray:
@@ -176,41 +173,104 @@ def _check_2d(array: Any, name: str, kinds: str) -> np.ndarray:
     return arr
 
 
-def anomaly_crop_boxes(mask: np.ndarray, num_regions: int, settings: CropSettings = CropSettings()) -> list[CropBox]:
-    """Square boxes centred on the mask's external contours, merged, largest ``num_regions + extra`` first.
+@dataclass(frozen=True)
+class RegionCrop:
+    """One anomaly-centred crop and the regions it was built from.
 
-    Per contour with bounding box ``(x, y, w, h)``: centre ``(floor(x + w/2), floor(y + h/2))``, half side
-    ``ρ = min(max(floor(max(w, h)(1 + p) / 2), floor(m S)), floor(S / 2))``, shifted inside the image.
-    An empty mask gives one box, the whole image.
+    Attributes:
+        box: the crop box (model pixels).
+        labels: component labels (of ``cv2.connectedComponents(mask, connectivity=8)``) of the
+            regions inside it: those whose outer contour made or was merged into the box, and
+            regions nested in their holes.
+    """
+
+    box: CropBox
+    labels: frozenset[int]
+
+
+def region_crops(mask: np.ndarray, settings: CropSettings = CropSettings(),
+                 labels: np.ndarray | None = None) -> list[RegionCrop]:
+    """Every crop of :func:`anomaly_crop_boxes` (before it keeps the largest), with the regions it covers.
+
+    Per external contour with bounding box ``(x, y, w, h)``: centre ``(floor(x + w/2), floor(y + h/2))``,
+    half side ``ρ = min(max(floor(max(w, h)(1 + p) / 2), floor(m S)), floor(S / 2))``, shifted inside the
+    image; close boxes are merged (their regions united). Sorted by decreasing area, ties by ``(y0, x0)``.
+    An empty mask gives no crop.
 
     Args:
-        mask: H x W bool (or integer, non-zero = foreground) anomaly mask, e.g. :attr:`MEBinResult.mask`.
-        num_regions: MEBin's region count ``δ̄`` (>= 0); ``max(1, δ̄ + extra_crops)`` boxes are kept at most.
-        settings: padding, minimum size, merge distance and extra crops.
+        mask: H x W bool (or integer, non-zero = foreground) anomaly mask.
+        settings: padding, minimum size and merge distance.
+        labels: H x W int component labels of ``mask`` (8-connectivity); None: every crop's
+            ``labels`` is empty (only the boxes are wanted).
     """
     cv2 = require("cv2")
     if not isinstance(settings, CropSettings):
         msg = f"settings must be CropSettings, got {type(settings).__name__}"
         raise ConfigError(msg)
     m = _check_2d(mask, "mask", "biu")
-    if isinstance(num_regions, bool) or not isinstance(num_regions, (int, np.integer)) or num_regions < 0:
-        msg = f"num_regions must be an int >= 0, got {num_regions!r}"
-        raise InputError(msg)
     height, width = m.shape
     size = max(height, width)
-    contours, _ = cv2.findContours((m != 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, hierarchy = cv2.findContours((m != 0).astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return [CropBox(0, 0, width, height)]
+        return []
+    parents = hierarchy[0][:, 3]
+    roots: dict[int, int] = {}  # contour -> its top-level contour (an external border)
+    depth = np.zeros(len(contours), int)
+    for i in range(len(contours)):
+        j = i
+        while parents[j] >= 0:
+            j = int(parents[j])
+            depth[i] += 1
+        roots[i] = j
+    tops = [i for i in range(len(contours)) if parents[i] < 0]
+    members: dict[int, set[int]] = {t: set() for t in tops}
+    if labels is not None:
+        for i, contour in enumerate(contours):
+            if depth[i] % 2 == 0:  # an outer border (odd depths are holes): its pixels are its component's
+                x, y = contour[0, 0]
+                members[roots[i]].add(int(labels[y, x]))
     boxes = []
-    for contour in contours:
-        x, y, w, h = cv2.boundingRect(contour)
+    for t in tops:
+        x, y, w, h = cv2.boundingRect(contours[t])
         cx, cy = (2 * x + w) // 2, (2 * y + h) // 2
         rho = min(max(int(max(w, h) * (1 + settings.padding) * 0.5), int(size * settings.min_size)), size // 2)
         (x0, x1), (y0, y1) = _place(cx - rho, cx + rho, width), _place(cy - rho, cy + rho, height)
         boxes.append(CropBox(x0, y0, x1, y1))
-    boxes = _merge_close(boxes, int(size * settings.merge_distance), height, width)
-    boxes.sort(key=lambda b: (-b.area, b.y0, b.x0))
-    return boxes[:max(1, int(num_regions) + settings.extra_crops)]
+    merged, sets = _merge_close(boxes, [frozenset(members[t]) for t in tops], int(size * settings.merge_distance),
+                                height, width)
+    crops = [RegionCrop(box, labels_) for box, labels_ in zip(merged, sets)]
+    crops.sort(key=lambda c: (-c.box.area, c.box.y0, c.box.x0))
+    return crops
+
+
+def kept_crop_count(num_regions: int, settings: CropSettings) -> int:
+    """How many of the largest crops describe an image: ``max(1, num_regions + extra_crops)`` (the reference code)."""
+    if not isinstance(settings, CropSettings):
+        msg = f"settings must be CropSettings, got {type(settings).__name__}"
+        raise ConfigError(msg)
+    if isinstance(num_regions, bool) or not isinstance(num_regions, (int, np.integer)) or num_regions < 0:
+        msg = f"num_regions must be an int >= 0, got {num_regions!r}"
+        raise InputError(msg)
+    return max(1, int(num_regions) + settings.extra_crops)
+
+
+def anomaly_crop_boxes(mask: np.ndarray, num_regions: int, settings: CropSettings = CropSettings()) -> list[CropBox]:
+    """Square boxes centred on the mask's external contours, merged, largest ``num_regions + extra`` first.
+
+    The boxes of :func:`region_crops`, of which the largest :func:`kept_crop_count` are kept. An
+    empty mask gives one box, the whole image.
+
+    Args:
+        mask: H x W bool (or integer, non-zero = foreground) anomaly mask, e.g. :attr:`MEBinResult.mask`.
+        num_regions: MEBin's region count ``δ̄`` (>= 0); ``max(1, δ̄ + extra_crops)`` boxes are kept at most.
+        settings: padding, minimum size, merge distance and extra crops.
+    """
+    keep = kept_crop_count(num_regions, settings)
+    crops = region_crops(mask, settings)
+    if not crops:
+        height, width = np.asarray(mask).shape
+        return [CropBox(0, 0, width, height)]
+    return [c.box for c in crops[:keep]]
 
 
 def _check_boxes(boxes: Sequence[CropBox], shape: tuple[int, ...]) -> None:

@@ -1,4 +1,9 @@
-"""Detector stage: frame -> model-size RGB image -> backend -> anomaly map at frame resolution and score."""
+"""Detector stage: frame -> model-size RGB image -> backend -> model-size anomaly map and score.
+
+Nothing here works at frame resolution: the frame-size map is made by whoever asks for it
+(:meth:`DetectorOutput.frame_map`, :attr:`protoinspect.sdk.result.InspectionResult.anomaly_map`), and
+the feature map stays with the runtime until a stage reads it (:meth:`DetectorOutput.features`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from protoinspect.sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend
+from protoinspect.sdk.backends.base import DETECTOR_FEATURES, DETECTOR_INPUT, DETECTOR_OUTPUTS, Backend, GraphOutputs
 from protoinspect.sdk.preprocess import PreprocessSpec, resize_map, resize_to_rgb
 
 
@@ -16,17 +21,36 @@ class DetectorOutput:
     """Output of the detector for one frame.
 
     Attributes:
-        anomaly_map: H x W float32 at frame resolution.
+        model_map: H' x W' float32 anomaly map at the model's input size.
         score: image-level anomaly score.
-        model_map: H' x W' float32 map at the model's input size (what discovery works on).
-        features: C x h x w float32 fused encoder features (the defect classifier's tokens); None
-            when the graph has no ``features`` output (exported before it existed).
+        frame_size: (H, W) of the frame it belongs to.
+        outputs: the backend run's outputs (the feature map is read from it on request); None: no
+            features.
+        image: the H' x W' x 3 uint8 RGB image the detector saw (the frame resized once; the ViT
+            token source crops it); None when not kept.
     """
 
-    anomaly_map: np.ndarray
+    model_map: np.ndarray
     score: float
-    model_map: np.ndarray | None = None
-    features: np.ndarray | None = None
+    frame_size: tuple[int, int]
+    outputs: GraphOutputs | None = None
+    image: np.ndarray | None = None
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the graph has a ``features`` output (exports before it existed do not)."""
+        return self.outputs is not None and DETECTOR_FEATURES in self.outputs
+
+    def features(self) -> np.ndarray | None:
+        """C x h x w float32 fused encoder features (the classifier's tokens), copied from the runtime on
+        the first call; None when the graph has no ``features`` output.
+
+        Valid until the backend runs again (read it while inspecting the frame)."""
+        return self.outputs[DETECTOR_FEATURES][0] if self.has_features else None  # type: ignore[index]
+
+    def frame_map(self) -> np.ndarray:
+        """H x W float32 map at frame resolution (bilinear; allocated on every call)."""
+        return resize_map(self.model_map, self.frame_size)
 
 
 class DetectorStage:
@@ -49,22 +73,19 @@ class DetectorStage:
         return resize_to_rgb(frame, self.spec, self.color_order)
 
     def run_prepared(self, image_rgb: np.ndarray, frame_size: tuple[int, int]) -> DetectorOutput:
-        """Run the backend on one model-size RGB image and resize its map to ``frame_size`` (h, w)."""
-        out = self.backend.run({DETECTOR_INPUT: image_rgb[None]})
+        """Run the backend on one model-size RGB image of a frame of ``frame_size`` (h, w); only the map
+        and the score are copied to the host now."""
+        out = self.backend.run_lazy({DETECTOR_INPUT: image_rgb[None]})
         amap = out[DETECTOR_OUTPUTS[0]][0, 0]  # H' x W'
         score = float(out[DETECTOR_OUTPUTS[1]][0])
-        feats = out.get(DETECTOR_FEATURES)
-        return DetectorOutput(anomaly_map=resize_map(amap, frame_size), score=score, model_map=amap,
-                              features=None if feats is None else feats[0])
+        return DetectorOutput(model_map=amap, score=score, frame_size=(int(frame_size[0]), int(frame_size[1])),
+                              outputs=out, image=image_rgb)
 
     def detect(self, frame: np.ndarray) -> DetectorOutput:
-        """Anomaly map and score of one frame.
+        """Anomaly map (model size) and score of one frame.
 
         Args:
             frame: validated HxW gray or HxWx3 uint8 frame in ``color_order`` (any strides).
-
-        Returns:
-            The map (H x W float32, bilinear from the model size) and the score.
 
         Raises:
             BackendError: the backend is closed or failed.

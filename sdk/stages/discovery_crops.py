@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError, InputError
+from protoinspect.sdk.preprocess import normalize_images
 from protoinspect.sdk.stages.crops import CropBox, CropSettings, anomaly_crop_boxes, crop_areas, crop_scores
 from protoinspect.sdk.stages.mebin import MEBinResult, MEBinSettings, mebin
 
@@ -64,28 +66,13 @@ class DiscoverySettings:
             raise ConfigError(f"MEBin range must be finite with s_min <= s_max, got ({self.s_min}, {self.s_max})")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (``reject_threshold`` -inf as the string "-inf")."""
-        t = self.reject_threshold
-        return {"grid": self.grid, "s_min": float(self.s_min), "s_max": float(self.s_max),
-                "mebin": self.mebin.to_dict(), "crops": self.crops.to_dict(),
-                "reject_threshold": "-inf" if t == float("-inf") else float(t),
-                "token_source": self.token_source, "vit_input": int(self.vit_input),
-                "fallback_fraction": float(self.fallback_fraction)}
+        """JSON-safe form (``reject_threshold`` -inf as the string "-inf"; :mod:`protoinspect.sdk.config_codec`)."""
+        return config_codec.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DiscoverySettings:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown discovery settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        d = dict(d)
-        if "mebin" in d:
-            d["mebin"] = MEBinSettings.from_dict(d["mebin"])
-        if "crops" in d:
-            d["crops"] = CropSettings.from_dict(d["crops"])
-        if "reject_threshold" in d:
-            d["reject_threshold"] = float(d["reject_threshold"])
-        return cls(**d)
+        """Inverse of :meth:`to_dict`; unknown keys are an error (:mod:`protoinspect.sdk.config_codec`)."""
+        return config_codec.from_dict(cls, d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +85,8 @@ class CropSet:
         boxes: the n crop boxes in model pixels.
         areas: n anomalous-pixel counts (region-merging weights).
         scores: n crop anomaly scores in [0, 1].
-        binarized: the MEBin result on the model-size map.
+        binarized: the MEBin result on the model-size map (None when the crops were built from
+            regions found without MEBin).
     """
 
     tokens: np.ndarray
@@ -106,7 +94,7 @@ class CropSet:
     boxes: tuple[CropBox, ...]
     areas: np.ndarray
     scores: np.ndarray
-    binarized: MEBinResult
+    binarized: MEBinResult | None
 
 
 def crop_tokens(features: np.ndarray, box: CropBox, image_size: tuple[int, int], grid: int) -> np.ndarray:
@@ -139,10 +127,77 @@ def crop_regions(anomaly_mask: np.ndarray, object_mask: np.ndarray, box: CropBox
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class AnomalyMask:
+    """The anomalous pixels of one model-size map, as discovery training and the runtime find them.
+
+    Attributes:
+        mask: H x W bool.
+        num_regions: the region count that decides how many crops describe the image (MEBin's
+            ``δ̄``; 1 for the ``fallback_fraction`` mask).
+        binarized: the MEBin result (its ``normalized`` map gives the crop scores).
+    """
+
+    mask: np.ndarray
+    num_regions: int
+    binarized: MEBinResult
+
+
+def discovery_anomaly_mask(model_map: np.ndarray, settings: DiscoverySettings) -> AnomalyMask:
+    """MEBin on the model-size map with the bundle's calibrated range; when MEBin finds no stable
+    region and ``settings.fallback_fraction > 0``, the top ``fallback_fraction`` of the map's pixels."""
+    binarized = mebin(model_map, settings.s_min, settings.s_max, settings.mebin)
+    mask, count = binarized.mask, binarized.num_regions
+    if not mask.any() and settings.fallback_fraction > 0:
+        mask = model_map >= np.quantile(model_map, 1.0 - settings.fallback_fraction)
+        count = 1  # the strongest spot; the largest boxes are kept first
+    return AnomalyMask(mask=mask, num_regions=int(count), binarized=binarized)
+
+
+def crop_set(boxes: Sequence[CropBox], features: np.ndarray | None, anomaly_mask: np.ndarray,
+             object_mask: np.ndarray | None, settings: DiscoverySettings, normalized_map: np.ndarray,
+             binarized: MEBinResult | None = None,
+             token_fn: Callable[[Sequence[CropBox]], np.ndarray] | None = None) -> CropSet:
+    """Token and region grids, areas and scores of ``boxes`` (model pixels) over one image.
+
+    Args:
+        boxes: the crops, at least one.
+        features: C x h x w detector features (None only with ``token_fn``).
+        anomaly_mask: H x W bool anomalous pixels at model size.
+        object_mask: H x W bool object mask at model size; None: the whole image is object.
+        settings: the token grid side.
+        normalized_map: H x W ``Â`` of the same map (:func:`protoinspect.sdk.stages.mebin.normalize_map`;
+            the crop scores).
+        binarized: MEBin's result on the same map, kept in the crop set (None: not computed).
+        token_fn: boxes -> n x C x G x G tokens instead of sampling ``features`` (ViT token source).
+
+    Raises:
+        InputError: no box, masks of another size than the map, or neither features nor ``token_fn``.
+    """
+    shape = normalized_map.shape
+    obj = np.ones(shape, bool) if object_mask is None else np.asarray(object_mask, bool)
+    if not boxes or obj.shape != shape or anomaly_mask.shape != shape:
+        raise InputError(f"need >= 1 box and masks of the map's size {shape}, got {len(boxes)} boxes, "
+                         f"masks {obj.shape} / {anomaly_mask.shape}")
+    size = (int(shape[0]), int(shape[1]))
+    if token_fn is not None:
+        tokens = token_fn(boxes)
+    elif features is None or features.ndim != 3:
+        raise InputError("crop_set needs C x h x w features (or a token_fn)")
+    else:
+        tokens = np.stack([crop_tokens(features, b, size, settings.grid) for b in boxes])
+    regions = np.stack([crop_regions(anomaly_mask, obj, b, settings.grid) for b in boxes])
+    return CropSet(tokens=tokens, regions=regions, boxes=tuple(boxes),
+                   areas=crop_areas(anomaly_mask, boxes).astype(np.float32),
+                   scores=crop_scores(normalized_map, boxes), binarized=binarized)
+
+
 def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.ndarray | None,
                 settings: DiscoverySettings, anomaly_mask: np.ndarray | None = None,
                 token_fn: Callable[[Sequence[CropBox]], np.ndarray] | None = None) -> CropSet:
-    """MEBin on the model-size map, anomaly-centred crops, and their token and region grids.
+    """MEBin on the model-size map, anomaly-centred crops, and their token and region grids (training's path;
+    the runtime classifier builds the same crops from the Inspector's regions, see
+    :mod:`protoinspect.sdk.stages.region_classifier`).
 
     Args:
         model_map: H x W float map at the model's input size.
@@ -159,47 +214,30 @@ def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.nda
     """
     if model_map.ndim != 2 or features.ndim != 3:
         raise InputError(f"need an H x W map and C x h x w features, got {model_map.shape} and {features.shape}")
-    binarized = mebin(model_map, settings.s_min, settings.s_max, settings.mebin)
-    mask = binarized.mask if anomaly_mask is None else np.asarray(anomaly_mask, bool)
-    regions_count = binarized.num_regions
-    if anomaly_mask is None and not mask.any() and settings.fallback_fraction > 0:
-        mask = model_map >= np.quantile(model_map, 1.0 - settings.fallback_fraction)
-        regions_count = 1  # the strongest spot; anomaly_crop_boxes keeps the largest boxes first
+    found = discovery_anomaly_mask(model_map, settings)
+    mask, regions_count = found.mask, found.num_regions
     if anomaly_mask is not None:
         cv2 = require("cv2")
+        mask = np.asarray(anomaly_mask, bool)
         regions_count = int(cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0]) - 1
-    obj = np.ones(model_map.shape, bool) if object_mask is None else np.asarray(object_mask, bool)
-    if obj.shape != model_map.shape or mask.shape != model_map.shape:
-        raise InputError(f"masks {obj.shape} / {mask.shape} do not match the map {model_map.shape}")
-    boxes = tuple(anomaly_crop_boxes(mask, regions_count, settings.crops))
-    size = (int(model_map.shape[0]), int(model_map.shape[1]))
-    if token_fn is not None:
-        tokens = token_fn(boxes)
-    else:
-        tokens = np.stack([crop_tokens(features, b, size, settings.grid) for b in boxes])
-    regions = np.stack([crop_regions(mask, obj, b, settings.grid) for b in boxes])
-    return CropSet(tokens=tokens, regions=regions, boxes=boxes, areas=crop_areas(mask, boxes).astype(np.float32),
-                   scores=crop_scores(binarized.normalized, boxes), binarized=binarized)
+    if mask.shape != model_map.shape:
+        raise InputError(f"anomaly mask {mask.shape} does not match the map {model_map.shape}")
+    boxes = anomaly_crop_boxes(mask, regions_count, settings.crops)
+    return crop_set(boxes, features, mask, object_mask, settings, found.binarized.normalized, found.binarized, token_fn)
 
 
 def vit_crop_tokens(vit: Any, image_rgb: np.ndarray, boxes: Sequence[CropBox], grid: int, input_size: int) -> np.ndarray:
     """Token grids (n x D x G x G float32) of image crops through a ViT (:class:`protoinspect.sdk.models.vit_tokens.ViTTokens`).
 
-    Each box of the model-size RGB image is resized to ``input_size`` (bilinear), ImageNet-normalised,
-    encoded, and its patch-token map resampled to G x G like the detector's features.
+    Each box of the model-size RGB image is resized to ``input_size`` (bilinear), ImageNet-normalised
+    (:func:`protoinspect.sdk.preprocess.normalize_images`), encoded, and its patch-token map resampled
+    to G x G like the detector's features.
     """
     cv2 = require("cv2")
     torch = require("torch")
-    from protoinspect.sdk.models.vit_tokens import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = np.asarray(IMAGENET_MEAN, np.float32)
-    std = np.asarray(IMAGENET_STD, np.float32)
-    crops = []
-    for b in boxes:
-        crop = cv2.resize(np.ascontiguousarray(image_rgb[b.y0:b.y1, b.x0:b.x1]), (input_size, input_size),
-                          interpolation=cv2.INTER_LINEAR)
-        crops.append(((crop.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1))
+    crops = np.stack([cv2.resize(np.ascontiguousarray(image_rgb[b.y0:b.y1, b.x0:b.x1]), (input_size, input_size),
+                                 interpolation=cv2.INTER_LINEAR) for b in boxes])
     with torch.inference_mode():
-        maps = vit(torch.from_numpy(np.stack(crops))).float().numpy()
+        maps = vit(torch.from_numpy(normalize_images(crops))).float().numpy()
     whole = CropBox(0, 0, input_size, input_size)
     return np.stack([crop_tokens(m, whole, (input_size, input_size), grid) for m in maps])

@@ -22,17 +22,14 @@ import numpy as np
 
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.preprocess import to_rgb
 
 
-def _rgb(frame: np.ndarray, color_order: str) -> np.ndarray:
+def _rgb(frame: np.ndarray, color_order: Literal["rgb", "bgr"]) -> np.ndarray:
     img = np.asarray(frame)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3) or img.size == 0:
         raise ConfigError(f"frame must be a non-empty HxW or HxWx3 uint8 array, got {img.dtype} {img.shape}")
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif color_order == "bgr":
-        img = img[:, :, ::-1]
-    return np.ascontiguousarray(img)
+    return to_rgb(img, color_order)
 
 
 def load_grounding_model(model_dir: str, device: str = "cpu") -> tuple[Any, Any]:

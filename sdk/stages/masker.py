@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from protoinspect.sdk._imports import require
-from protoinspect.sdk.config import InspectorConfig
 from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.preprocess import resize_frame, to_gray
+from protoinspect.sdk.stages.contracts import Masker
+
+__all__ = ["Masker", "MaskerSettings", "NoMasker", "OtsuMasker", "RoiMasker", "build_masker"]
+
+MASKERS = ("none", "otsu", "roi", "sam")
 
 
-@runtime_checkable
-class Masker(Protocol):
-    """A stage that finds the object in a validated frame."""
+@dataclass(frozen=True)
+class MaskerSettings:
+    """Which masker to build and its own settings (see :class:`protoinspect.sdk.config.InspectorConfig`).
 
-    def mask(self, frame: np.ndarray) -> np.ndarray:
-        """HxW gray or HxWx3 uint8 frame (any strides) -> HxW bool object mask (may be all False)."""
-        ...
+    Attributes:
+        kind: ``"none"``, ``"otsu"``, ``"roi"`` or ``"sam"``.
+        color_order: channel order of 3-channel frames.
+        roi_xyxy: the rectangle of ``"roi"``.
+        sam_checkpoint / sam_model_type / sam_box_xyxy / sam_points: the model and prompts of ``"sam"``.
+        device: torch device of ``"sam"``.
+    """
+
+    kind: str = "none"
+    color_order: Literal["rgb", "bgr"] = "bgr"
+    roi_xyxy: tuple[int, int, int, int] | None = None
+    sam_checkpoint: str | None = None
+    sam_model_type: str = "vit_b"
+    sam_box_xyxy: tuple[float, float, float, float] | None = None
+    sam_points: tuple[tuple[float, float], ...] | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.kind not in MASKERS:
+            raise ConfigError(f"masker must be one of {', '.join(MASKERS)}, got {self.kind!r}")
+        if self.color_order not in ("rgb", "bgr"):
+            raise ConfigError(f"color_order must be 'rgb' or 'bgr', got {self.color_order!r}")
+        if self.kind == "roi" and self.roi_xyxy is None:
+            raise ConfigError("masker='roi' needs roi_xyxy=(x1, y1, x2, y2) in frame pixels")
 
 
 class NoMasker:
@@ -50,7 +77,14 @@ class RoiMasker:
         Raises:
             ConfigError: not such a rectangle.
         """
-        self.roi_xyxy = InspectorConfig(masker="roi", roi_xyxy=roi_xyxy).roi_xyxy
+        roi = roi_xyxy
+        if not isinstance(roi, (tuple, list)) or len(roi) != 4 or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in roi):
+            raise ConfigError(f"roi_xyxy must be 4 integers (x1, y1, x2, y2), got {roi!r}")
+        x1, y1, x2, y2 = (int(v) for v in roi)
+        if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+            raise ConfigError(f"roi_xyxy must satisfy 0 <= x1 < x2 and 0 <= y1 < y2, got {roi!r}")
+        self.roi_xyxy = (x1, y1, x2, y2)
 
     def mask(self, frame: np.ndarray) -> np.ndarray:
         """HxW or HxWx3 frame -> HxW bool mask, True inside the clipped rectangle."""
@@ -97,17 +131,13 @@ class OtsuMasker:
         self.min_component_fraction = float(min_component_fraction)
         self.work_size = int(work_size)
 
-    def _gray_small(self, cv2: Any, frame: np.ndarray) -> np.ndarray:
+    def _gray_small(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
         scale = min(1.0, self.work_size / max(h, w))
-        src = frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            src = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
-        if src.ndim == 3:
-            code = cv2.COLOR_BGR2GRAY if self.color_order == "bgr" else cv2.COLOR_RGB2GRAY
-            src = cv2.cvtColor(src, code)
-        return src
+        if scale < 1.0:  # resized in place (no full-resolution copy of a view)
+            small, order = resize_frame(frame, (max(1, round(h * scale)), max(1, round(w * scale))), self.color_order)
+            return to_gray(small, order)
+        return to_gray(frame if frame.flags.c_contiguous else np.ascontiguousarray(frame), self.color_order)
 
     def mask(self, frame: np.ndarray) -> np.ndarray:
         """Find the object.
@@ -120,7 +150,7 @@ class OtsuMasker:
         """
         cv2 = require("cv2")
         h, w = frame.shape[:2]
-        gray = self._gray_small(cv2, frame)
+        gray = self._gray_small(frame)
         gh, gw = gray.shape
         k = 5 if min(gh, gw) >= 32 else 3
         blurred = cv2.GaussianBlur(gray, (k, k), 0)
@@ -139,23 +169,25 @@ class OtsuMasker:
         small = keep[labels]
         if (gh, gw) == (h, w):
             return small
-        return cv2.resize(small.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+        return cv2.resize(small.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
 
 
-def build_masker(config: InspectorConfig) -> Masker:
-    """The masker named by ``config.masker`` (``"none"``, ``"otsu"``, ``"roi"`` or ``"sam"``).
+def build_masker(settings: MaskerSettings) -> Masker:
+    """The masker named by ``settings.kind`` (``"none"``: :class:`NoMasker`, all object).
 
     Raises:
-        ConfigError: for ``"sam"``, a missing checkpoint file or unknown model type.
+        ConfigError: bad settings; for ``"sam"``, a missing checkpoint file, prompt or unknown model type.
         MissingDependencyError: for ``"sam"``, segment_anything (or torch) is not installed.
     """
-    if config.masker == "sam":
+    if not isinstance(settings, MaskerSettings):
+        raise ConfigError(f"build_masker takes MaskerSettings, got {type(settings).__name__}")
+    if settings.kind == "sam":
         from protoinspect.sdk.stages.sam_masker import SamMasker  # lazy: pulls in torch and segment_anything
 
-        return SamMasker(config.sam_checkpoint, model_type=config.sam_model_type, box_xyxy=config.sam_box_xyxy,
-                         points=config.sam_points, color_order=config.color_order, device=config.device)
-    if config.masker == "otsu":
-        return OtsuMasker(config.color_order)
-    if config.masker == "roi":
-        return RoiMasker(config.roi_xyxy)  # type: ignore[arg-type]
+        return SamMasker(settings.sam_checkpoint, model_type=settings.sam_model_type, box_xyxy=settings.sam_box_xyxy,
+                         points=settings.sam_points, color_order=settings.color_order, device=settings.device)
+    if settings.kind == "otsu":
+        return OtsuMasker(settings.color_order)
+    if settings.kind == "roi":
+        return RoiMasker(settings.roi_xyxy)  # type: ignore[arg-type]
     return NoMasker()

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from protoinspect.sdk import config_codec
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError, InputError
 
@@ -66,20 +67,13 @@ class MEBinSettings:
         return -(-255 // int(self.sample_rate))
 
     def to_dict(self) -> dict[str, int]:
-        """JSON-ready dict of the settings."""
-        return {k: int(v) for k, v in asdict(self).items()}
+        """JSON-ready dict of the settings (:func:`protoinspect.sdk.config_codec.to_dict`)."""
+        return config_codec.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MEBinSettings:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        if not isinstance(data, Mapping):
-            msg = f"MEBin settings must be a mapping, got {type(data).__name__}"
-            raise ConfigError(msg)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            msg = f"unknown MEBin setting(s) {unknown}; known: {[f.name for f in fields(cls)]}"
-            raise ConfigError(msg)
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError` (:mod:`protoinspect.sdk.config_codec`)."""
+        return config_codec.from_dict(cls, data)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError
+from protoinspect.sdk.preprocess import to_rgb
 
 
 def _check_box(box: Sequence[float]) -> np.ndarray:
@@ -119,16 +120,8 @@ class SamMasker:
         """Forget the cached fixture masks (the next frame of each size runs SAM again)."""
         self._cache.clear()
 
-    def _rgb(self, frame: np.ndarray) -> np.ndarray:
-        img = np.asarray(frame)
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
-        elif self.color_order == "bgr":
-            img = img[:, :, ::-1]
-        return np.ascontiguousarray(img, dtype=np.uint8)
-
     def _predict(self, frame: np.ndarray) -> np.ndarray:
-        self.predictor.set_image(self._rgb(frame), image_format="RGB")
+        self.predictor.set_image(to_rgb(frame, self.color_order), image_format="RGB")
         masks, _, _ = self.predictor.predict(point_coords=self.points, point_labels=self.point_labels,
                                              box=self.box_xyxy, multimask_output=False)
         return np.asarray(masks[0], dtype=bool)

@@ -13,6 +13,8 @@ if not (INTERPRET or torch.cuda.is_available()):
                 allow_module_level=True)
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
+from protoinspect.kernels.errors import KernelBackwardUnsupportedError  # noqa: E402
+from protoinspect.sdk.errors import ConfigError  # noqa: E402
 from protoinspect.sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet  # noqa: E402
 from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet  # noqa: E402
 
@@ -39,7 +41,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch, module_name: str, fn_name: str) -> lis
 
 
 def test_decoder_triton_matches_reference(check_close, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _spy(monkeypatch, "protoinspect.kernels.prototype_attention", "prototype_attention")
+    calls = _spy(monkeypatch, "protoinspect.kernels.prototype_attention_kernel", "prototype_attention")
     cfg = DetectorConfig(embed_dim=32, num_heads=2, num_prototypes=24, num_layers=1, blur_sigma=1.0)
     ref = PrototypeDetectorNet(cfg).eval().to(DEVICE)
     tri = PrototypeDetectorNet(DetectorConfig(**{**cfg.to_dict(), "attention_impl": "triton",
@@ -54,7 +56,7 @@ def test_decoder_triton_matches_reference(check_close, monkeypatch: pytest.Monke
 
 
 def test_classifier_triton_matches_reference(check_close, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _spy(monkeypatch, "protoinspect.kernels.region_guided_attention", "region_guided_attention")
+    calls = _spy(monkeypatch, "protoinspect.kernels.region_guided_attention_kernel", "region_guided_attention")
     cfg = ClassifierConfig(in_channels=20, grid=5, embed_dim=32, num_heads=2, num_classes=4)
     ref = DefectClassifierNet(cfg).eval().to(DEVICE)
     tri = DefectClassifierNet(ClassifierConfig(**{**cfg.to_dict(), "attention_impl": "triton"})).eval().to(DEVICE)
@@ -65,3 +67,13 @@ def test_classifier_triton_matches_reference(check_close, monkeypatch: pytest.Mo
     check_close(z_tri, z_ref, TOL, "classifier embedding, triton vs reference")
     check_close(l_tri, l_ref, (TOL[0] * cfg.kappa, TOL[1]), "classifier logits, triton vs reference")
     assert len(calls) == cfg.num_layers
+
+
+def test_classifier_triton_training_surfaces_a_config_error() -> None:
+    """The region-guided kernel is forward-only: at the SDK boundary that is a ConfigError naming the fix."""
+    cfg = ClassifierConfig(in_channels=20, grid=5, embed_dim=32, num_heads=2, num_classes=4, attention_impl="triton")
+    net = DefectClassifierNet(cfg).train().to(DEVICE)  # parameters require grad: q, k, v would need a backward
+    tokens, regions = torch.randn(2, 20, 5, 5, device=DEVICE), torch.rand(2, 2, 5, 5, device=DEVICE)
+    with pytest.raises(ConfigError, match="forward-only.*attention_impl='reference'") as info:
+        net(tokens, regions)
+    assert isinstance(info.value.__cause__, KernelBackwardUnsupportedError)

@@ -1,4 +1,4 @@
-"""kernels/prototype_attention.py against its PyTorch reference: forward, backward, strides, edge cases, errors."""
+"""kernels/prototype_attention_kernel.py against its PyTorch reference: forward, backward, strides, edge cases, errors."""
 
 from __future__ import annotations
 
@@ -15,13 +15,9 @@ if not (INTERPRET or torch.cuda.is_available()):
                 allow_module_level=True)
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
-from protoinspect.kernels.launch_checks import KernelDtypeError
-from protoinspect.kernels.prototype_attention import (
-    PrototypeAttentionFunction,
-    prototype_attention,
-    prototype_attention_reference,
-)
-from protoinspect.sdk.errors import InputError
+from protoinspect.kernels.attention_reference import prototype_attention_reference
+from protoinspect.kernels.errors import KernelDtypeError, KernelInputError
+from protoinspect.kernels.prototype_attention_kernel import PrototypeAttentionFunction, prototype_attention
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -50,7 +46,7 @@ GPU_CASES = [
         [(1, 1), (3, 4)], [1, 37, 1000], [1, 67, 300], [16, 48, 128, 256], [True, False])
 ]
 GPU_BWD_CASES = [(3, 4, n, m, d, s) for n, m, d, s in itertools.product([37, 1000], [5, 300], [48, 128], [True, False])]
-DTYPES = [F32, F16, BF16]  # bf16 runs under the interpreter too (its dots go through fp32, see kernels/triton_import.py)
+DTYPES = [F32, F16, BF16]  # bf16 runs under the interpreter too (its dots go through fp32, see kernels/mma.py)
 gpu_only = pytest.mark.skipif(INTERPRET or not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -149,36 +145,36 @@ def _t(*shape: int, dtype: torch.dtype = F32, device: str = DEVICE) -> torch.Ten
 
 
 @pytest.mark.parametrize(("q", "k", "v", "error", "match"), [
-    (_t(1, 2, 4, 16, device="meta"), _t(2, 3, 16, device="meta"), _t(2, 3, 16, device="meta"), InputError,
+    (_t(1, 2, 4, 16, device="meta"), _t(2, 3, 16, device="meta"), _t(2, 3, 16, device="meta"), KernelInputError,
      r"need CUDA tensors.*got tensors on meta"),
-    (_t(1, 2, 4, 16), _t(2, 3, 16, device="meta"), _t(2, 3, 16), InputError, r"same device, got q=.*k=meta"),
+    (_t(1, 2, 4, 16), _t(2, 3, 16, device="meta"), _t(2, 3, 16), KernelInputError, r"same device, got q=.*k=meta"),
     (_t(1, 2, 4, 16), _t(2, 3, 16, dtype=F16), _t(2, 3, 16), KernelDtypeError,
      r"same dtype, got q=torch.float32, k=torch.float16"),
     (_t(1, 2, 4, 16, dtype=torch.int64), _t(2, 3, 16), _t(2, 3, 16), KernelDtypeError, r"q has dtype torch.int64"),
-    (_t(2, 4, 16), _t(2, 3, 16), _t(2, 3, 16), InputError, r"q must be B x H x N x D \(rank 4\), got shape \(2, 4, 16\)"),
-    (_t(1, 2, 4, 16), _t(3, 3, 16), _t(3, 3, 16), InputError, r"k must be H x M x D = 2 x M x 16.*got shape \(3, 3, 16\)"),
-    (_t(1, 2, 4, 16), _t(2, 3, 8), _t(2, 3, 8), InputError, r"k must be .*got shape \(2, 3, 8\)"),
-    (_t(2, 2, 4, 16), _t(1, 2, 3, 16), _t(1, 2, 3, 16), InputError, r"k must be .*B x H x M x D = 2 x 2 x M x 16"),
-    (_t(1, 2, 4, 16), _t(2, 3, 16), _t(2, 5, 16), InputError, r"v must be the shape of k \(2, 3, 16\), got shape \(2, 5"),
-    (_t(1, 2, 4, 16), _t(2, 0, 16), _t(2, 0, 16), InputError, r"zero prototypes"),
-    (_t(1, 1, 2, 300), _t(1, 3, 300), _t(1, 3, 300), InputError, r"D must be in 1..256, got D=300"),
+    (_t(2, 4, 16), _t(2, 3, 16), _t(2, 3, 16), KernelInputError, r"q must be B x H x N x D \(rank 4\), got shape \(2, 4, 16\)"),
+    (_t(1, 2, 4, 16), _t(3, 3, 16), _t(3, 3, 16), KernelInputError, r"k must be H x M x D = 2 x M x 16.*got shape \(3, 3, 16\)"),
+    (_t(1, 2, 4, 16), _t(2, 3, 8), _t(2, 3, 8), KernelInputError, r"k must be .*got shape \(2, 3, 8\)"),
+    (_t(2, 2, 4, 16), _t(1, 2, 3, 16), _t(1, 2, 3, 16), KernelInputError, r"k must be .*B x H x M x D = 2 x 2 x M x 16"),
+    (_t(1, 2, 4, 16), _t(2, 3, 16), _t(2, 5, 16), KernelInputError, r"v must be the shape of k \(2, 3, 16\), got shape \(2, 5"),
+    (_t(1, 2, 4, 16), _t(2, 0, 16), _t(2, 0, 16), KernelInputError, r"zero prototypes"),
+    (_t(1, 1, 2, 300), _t(1, 3, 300), _t(1, 3, 300), KernelInputError, r"D must be in 1..256, got D=300"),
 ], ids=["device", "mixed-device", "mixed-dtype", "int", "rank", "heads", "head-dim", "batch", "k-v", "M=0", "D>256"])
 def test_validation_errors(q, k, v, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         prototype_attention(q, k, v)
 
 
-def test_dtype_error_is_a_type_error_and_input_error() -> None:
+def test_dtype_error_is_a_type_error_and_a_value_error() -> None:
     with pytest.raises(TypeError) as info:
         prototype_attention(_t(1, 1, 2, 16, dtype=torch.int32), _t(1, 2, 16), _t(1, 2, 16))
-    assert isinstance(info.value, InputError)
+    assert isinstance(info.value, KernelInputError) and isinstance(info.value, ValueError)
 
 
 @pytest.mark.parametrize("n", [1, 37, 5000])
 @pytest.mark.parametrize("head_dim_pad", [16, 64, 256])
 def test_gpu_autotune_pruning_keeps_configs(n: int, head_dim_pad: int) -> None:
     """The GPU config lists (unused by the interpreter) prune to something launchable for every shape."""
-    fwd = sys.modules["protoinspect.kernels.prototype_attention"]
+    fwd = sys.modules["protoinspect.kernels.prototype_attention_kernel"]
     bwd = sys.modules["protoinspect.kernels.prototype_attention_backward"]
     for configs, prune in ((fwd._FWD_CONFIGS_GPU, fwd._prune_configs), (bwd._BWD_CONFIGS_GPU, bwd._prune_bwd_configs)):
         kept = prune(configs, {"N": n, "M": 67}, HEAD_DIM_PAD=head_dim_pad)
@@ -190,7 +186,7 @@ def test_gpu_autotune_pruning_keeps_configs(n: int, head_dim_pad: int) -> None:
 
 
 def test_bad_scale() -> None:
-    with pytest.raises(InputError, match="scale must be a finite float"):
+    with pytest.raises(KernelInputError, match="scale must be a finite float"):
         prototype_attention(_t(1, 1, 2, 16), _t(1, 2, 16), _t(1, 2, 16), scale=float("nan"))
 
 

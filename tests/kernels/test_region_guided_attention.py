@@ -1,4 +1,4 @@
-"""kernels/region_guided_attention.py against its PyTorch reference and against SDPA with an explicit mask."""
+"""kernels/region_guided_attention_kernel.py against its PyTorch reference and against SDPA with an explicit mask."""
 
 from __future__ import annotations
 
@@ -16,18 +16,15 @@ if not (INTERPRET or torch.cuda.is_available()):
                 allow_module_level=True)
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
-from protoinspect.kernels.launch_checks import KernelBackwardUnsupportedError, KernelDtypeError
-from protoinspect.kernels.region_guided_attention import (
-    region_guided_attention,
-    region_guided_attention_reference,
-)
-from protoinspect.sdk.errors import InputError
+from protoinspect.kernels.attention_reference import region_guided_attention_reference
+from protoinspect.kernels.errors import KernelBackwardUnsupportedError, KernelDtypeError, KernelInputError
+from protoinspect.kernels.region_guided_attention_kernel import region_guided_attention
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 # (atol, rtol) against the fp32 reference on the same rounded inputs; see test_prototype_attention.py for why.
 FWD_TOL = {F32: (1e-4, 1e-4), F16: (2e-3, 2e-3), BF16: (2e-2, 2e-2)}
-DTYPES = [F32, F16, BF16]  # bf16 runs under the interpreter too (its dots go through fp32, see kernels/triton_import.py)
+DTYPES = [F32, F16, BF16]  # bf16 runs under the interpreter too (its dots go through fp32, see kernels/mma.py)
 
 # (B, H, N, D, bias heads, bias_rows). Interpreter blocks are 32 x 32: N = 37 leaves a ragged key block and
 # N = 130 spans 5 blocks each way; D = 48 is padded to 64; slice(2, 5) with N = 1 biases no row at all.
@@ -120,7 +117,7 @@ def test_strided_views(check_close) -> None:
 @pytest.mark.parametrize("head_dim_pad", [16, 64, 256])
 def test_gpu_autotune_pruning_keeps_configs(n: int, head_dim_pad: int) -> None:
     """The GPU config list (unused by the interpreter) prunes to something launchable for every shape."""
-    module = sys.modules["protoinspect.kernels.region_guided_attention"]
+    module = sys.modules["protoinspect.kernels.region_guided_attention_kernel"]
     kept = module._prune_configs(module._FWD_CONFIGS_GPU, {"N": n}, HEAD_DIM_PAD=head_dim_pad)
     assert kept and any(c.kwargs["BLOCK_N"] == c.kwargs["BLOCK_M"] == 32 and c.num_stages == 1 for c in kept)
     assert all(max(c.kwargs.values()) <= max(32, 1 << (n - 1).bit_length()) for c in kept)
@@ -152,17 +149,17 @@ QKV = (_t(2, 4, 5, 16), _t(2, 4, 5, 16), _t(2, 4, 5, 16))
 
 
 @pytest.mark.parametrize(("args", "kw", "error", "match"), [
-    ((*(_t(1, 2, 5, 16, device="meta"),) * 3, _t(1, 1, 5, device="meta")), {}, InputError, r"need CUDA tensors"),
-    ((*QKV, _t(2, 1, 5, device="meta")), {}, InputError, r"same device, got .*bias=meta"),
+    ((*(_t(1, 2, 5, 16, device="meta"),) * 3, _t(1, 1, 5, device="meta")), {}, KernelInputError, r"need CUDA tensors"),
+    ((*QKV, _t(2, 1, 5, device="meta")), {}, KernelInputError, r"same device, got .*bias=meta"),
     ((*QKV, _t(2, 1, 5, dtype=F16)), {}, KernelDtypeError, r"same dtype, got .*bias=torch.float16"),
     ((*QKV, _t(2, 1, 5, dtype=torch.int32)), {}, KernelDtypeError, r"bias has dtype torch.int32"),
-    ((_t(4, 5, 16), *QKV[1:], _t(2, 1, 5)), {}, InputError, r"q must be B x H x N x D \(rank 4\)"),
-    ((QKV[0], _t(2, 4, 6, 16), QKV[2], _t(2, 1, 5)), {}, InputError, r"k must be the shape of q.*\(2, 4, 6, 16\)"),
-    ((*QKV, _t(2, 2, 5)), {}, InputError, r"bias must be B x 1 x N = 2 x 1 x 5 or B x H x N = 2 x 4 x 5, got shape \(2, 2, 5\)"),
-    ((*QKV, _t(2, 1, 6)), {}, InputError, r"bias must be .*got shape \(2, 1, 6\)"),
-    ((*QKV, _t(2, 5)), {}, InputError, r"bias must be .*got shape \(2, 5\)"),
-    ((*QKV, _t(2, 1, 5)), {"bias_rows": slice(0, 4, 2)}, InputError, r"contiguous slice \(step 1\)"),
-    ((*QKV, _t(2, 1, 5)), {"bias_rows": 0}, InputError, r"bias_rows must be None or a slice"),
+    ((_t(4, 5, 16), *QKV[1:], _t(2, 1, 5)), {}, KernelInputError, r"q must be B x H x N x D \(rank 4\)"),
+    ((QKV[0], _t(2, 4, 6, 16), QKV[2], _t(2, 1, 5)), {}, KernelInputError, r"k must be the shape of q.*\(2, 4, 6, 16\)"),
+    ((*QKV, _t(2, 2, 5)), {}, KernelInputError, r"bias must be B x 1 x N = 2 x 1 x 5 or B x H x N = 2 x 4 x 5, got shape \(2, 2, 5\)"),
+    ((*QKV, _t(2, 1, 6)), {}, KernelInputError, r"bias must be .*got shape \(2, 1, 6\)"),
+    ((*QKV, _t(2, 5)), {}, KernelInputError, r"bias must be .*got shape \(2, 5\)"),
+    ((*QKV, _t(2, 1, 5)), {"bias_rows": slice(0, 4, 2)}, KernelInputError, r"contiguous slice \(step 1\)"),
+    ((*QKV, _t(2, 1, 5)), {"bias_rows": 0}, KernelInputError, r"bias_rows must be None or a slice"),
 ], ids=["device", "mixed-device", "mixed-dtype", "int", "rank", "k-shape", "bias-heads", "bias-N", "bias-rank",
         "rows-step", "rows-int"])
 def test_validation_errors(args: tuple, kw: dict, error: type[Exception], match: str) -> None:

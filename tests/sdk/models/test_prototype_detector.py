@@ -1,21 +1,25 @@
-"""Tests of protoinspect.sdk.models: encoders and pretrained weights, the prototype decoder, the detector and bundle loading."""
+"""The prototype decoder, the detector net, its config and loading it from a bundle."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from protoinspect.kernels.errors import (
+    KernelBackwardUnsupportedError,
+    KernelDtypeError,
+    KernelInputError,
+    TritonNotInstalledError,
+)
 from protoinspect.sdk.bundle import write_bundle
-from protoinspect.sdk.errors import BundleError, ConfigError, MissingDependencyError
-from protoinspect.sdk.models.encoder import ENCODERS, build_encoder, load_pretrained_weights
+from protoinspect.sdk.errors import BundleError, ConfigError, InputError, MissingDependencyError
+from protoinspect.sdk.models.attention_impl import kernel_errors
 from protoinspect.sdk.models.loading import load_detector_net
-from protoinspect.sdk.models.prototype_decoder import PrototypeDecoder, prototype_attention_reference
+from protoinspect.sdk.models.prototype_decoder import PrototypeDecoder
 from protoinspect.sdk.models.prototype_detector import DetectorConfig, PrototypeDetectorNet
 from protoinspect.sdk.preprocess import PreprocessSpec
 
@@ -25,173 +29,6 @@ SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2}
 
 def _randn(rng: np.random.Generator, *shape: int) -> torch.Tensor:
     return torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
-
-
-# ----------------------------------------------------------------------------- encoders
-
-
-@pytest.mark.parametrize("name", sorted(ENCODERS))
-@pytest.mark.parametrize("hw", [(64, 64), (64, 96)])
-def test_encoders_give_three_levels_at_strides_4_8_16(rng: np.random.Generator, name: str, hw: tuple[int, int]) -> None:
-    enc = build_encoder(name).eval()
-    assert isinstance(enc, ENCODERS[name])
-    assert len(enc.channels) == 3
-    x = _randn(rng, 2, 3, *hw)
-    with torch.no_grad():
-        feats = enc(x)
-    assert len(feats) == 3
-    for f, c, stride in zip(feats, enc.channels, (4, 8, 16)):
-        assert tuple(f.shape) == (2, c, hw[0] // stride, hw[1] // stride)
-        assert f.dtype == torch.float32 and torch.isfinite(f).all()
-
-
-def test_build_encoder_unknown_name_lists_choices() -> None:
-    with pytest.raises(ConfigError) as info:
-        build_encoder("resnet1000")
-    msg = str(info.value)
-    assert "resnet1000" in msg
-    for name in ENCODERS:
-        assert name in msg
-
-
-# ----------------------------------------------------------------------------- pretrained weights
-
-
-def _perturbed_resnet_state(rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    enc = build_encoder("resnet18")
-    state = {}
-    for k, v in enc.state_dict().items():
-        if v.is_floating_point():
-            state[k] = v + torch.from_numpy(rng.standard_normal(tuple(v.shape)).astype(np.float32))
-        else:  # num_batches_tracked
-            state[k] = torch.full_like(v, int(rng.integers(1, 10_000)))
-    return state
-
-
-def _assert_loaded(enc: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    own = enc.state_dict()
-    for k, v in own.items():
-        assert k in state, k
-        assert torch.equal(v, state[k]), k
-
-
-@pytest.mark.parametrize("suffix", [".pth", ".pt"])
-def test_load_pretrained_pth_with_unused_fc(tmp_path: Path, rng: np.random.Generator, suffix: str) -> None:
-    state = _perturbed_resnet_state(rng)
-    ckpt = {**state, "fc.weight": _randn(rng, 10, 512)}  # as in torchvision's full ResNet checkpoint
-    path = tmp_path / f"resnet18{suffix}"
-    torch.save(ckpt, path)
-    fresh = build_encoder("resnet18")
-    assert not torch.equal(fresh.state_dict()["conv1.weight"], state["conv1.weight"])
-    unused = load_pretrained_weights(fresh, "resnet18", str(path))
-    assert unused == ["fc.weight"]
-    _assert_loaded(fresh, state)
-
-
-def test_load_pretrained_safetensors(tmp_path: Path, rng: np.random.Generator) -> None:
-    from safetensors.torch import save_file
-
-    state = _perturbed_resnet_state(rng)
-    path = tmp_path / "resnet18.safetensors"
-    save_file({**state, "fc.weight": _randn(rng, 10, 512)}, str(path))
-    fresh = build_encoder("resnet18")
-    assert load_pretrained_weights(fresh, "resnet18", str(path)) == ["fc.weight"]
-    _assert_loaded(fresh, state)
-
-
-def test_load_pretrained_nested_state_dict(tmp_path: Path, rng: np.random.Generator) -> None:
-    state = _perturbed_resnet_state(rng)
-    path = tmp_path / "lightning.ckpt.pth"
-    torch.save({"state_dict": {**state, "fc.weight": _randn(rng, 10, 512)}}, path)
-    fresh = build_encoder("resnet18")
-    assert load_pretrained_weights(fresh, "resnet18", str(path)) == ["fc.weight"]
-    _assert_loaded(fresh, state)
-
-
-def test_load_pretrained_without_num_batches_tracked(tmp_path: Path, rng: np.random.Generator) -> None:
-    state = {k: v for k, v in _perturbed_resnet_state(rng).items() if not k.endswith("num_batches_tracked")}
-    path = tmp_path / "old.pth"
-    torch.save(state, path)
-    fresh = build_encoder("resnet18")
-    assert load_pretrained_weights(fresh, "resnet18", str(path)) == []
-    own = fresh.state_dict()
-    for k, v in state.items():
-        assert torch.equal(own[k], v), k
-
-
-def test_load_pretrained_small_cnn_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
-    enc = build_encoder("small_cnn")
-    with torch.no_grad():
-        for p in enc.parameters():
-            p.add_(_randn(rng, *p.shape))
-    path = tmp_path / "small.pth"
-    torch.save(enc.state_dict(), path)
-    fresh = build_encoder("small_cnn")
-    assert load_pretrained_weights(fresh, "small_cnn", str(path)) == []
-    _assert_loaded(fresh, enc.state_dict())
-
-
-def test_load_pretrained_missing_file(tmp_path: Path) -> None:
-    path = tmp_path / "nope.pth"
-    with pytest.raises(ConfigError, match="not found") as info:
-        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
-    assert "nope.pth" in str(info.value)
-
-
-def test_load_pretrained_wrong_shapes(tmp_path: Path, rng: np.random.Generator) -> None:
-    state = _perturbed_resnet_state(rng)
-    state["conv1.weight"] = _randn(rng, 64, 3, 3, 3)
-    path = tmp_path / "bad_shapes.pth"
-    torch.save(state, path)
-    enc = build_encoder("resnet18")
-    before = {k: v.clone() for k, v in enc.state_dict().items()}
-    with pytest.raises(ConfigError, match="shape") as info:
-        load_pretrained_weights(enc, "resnet18", str(path))
-    assert "conv1.weight" in str(info.value)
-    for k, v in enc.state_dict().items():  # nothing was loaded
-        assert torch.equal(v, before[k]), k
-
-
-def test_load_pretrained_other_architecture(tmp_path: Path) -> None:
-    path = tmp_path / "small.pth"
-    torch.save(build_encoder("small_cnn").state_dict(), path)
-    with pytest.raises(ConfigError, match="wrong architecture") as info:
-        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
-    assert "resnet18" in str(info.value)
-
-
-def test_load_pretrained_missing_tensors(tmp_path: Path, rng: np.random.Generator) -> None:
-    state = _perturbed_resnet_state(rng)
-    del state["layer3.1.conv2.weight"]
-    del state["bn1.running_var"]
-    path = tmp_path / "partial.safetensors"
-    from safetensors.torch import save_file
-
-    save_file(state, str(path))
-    with pytest.raises(ConfigError, match="lacks 2") as info:
-        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
-    assert "layer3.1.conv2.weight" in str(info.value) or "bn1.running_var" in str(info.value)
-
-
-def test_load_pretrained_not_a_state_dict(tmp_path: Path) -> None:
-    path = tmp_path / "tensor.pth"
-    torch.save(torch.zeros(3), path)
-    with pytest.raises(ConfigError, match="state_dict"):
-        load_pretrained_weights(build_encoder("resnet18"), "resnet18", str(path))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed")
-def test_torchvision_weights_without_torchvision() -> None:
-    with pytest.raises(MissingDependencyError) as info:
-        load_pretrained_weights(build_encoder("resnet18"), "resnet18", "torchvision:DEFAULT")
-    assert isinstance(info.value, ImportError)
-    msg = str(info.value)
-    assert "pip install" in msg and "torchvision" in msg
-
-
-def test_torchvision_weights_for_unsupported_encoder() -> None:
-    with pytest.raises(ConfigError, match="local file"):
-        load_pretrained_weights(build_encoder("small_cnn"), "small_cnn", "torchvision:DEFAULT")
 
 
 # ----------------------------------------------------------------------------- decoder
@@ -216,68 +53,6 @@ def test_decoder_output_shapes_match_inputs(rng: np.random.Generator, hw: tuple[
     assert [tuple(o.shape) for o in dec(feats)] == [tuple(f.shape) for f in feats]
     loss = dec.prototype_constraint(tokens)
     assert loss.ndim == 0 and 0.0 <= float(loss.detach()) <= 2.0
-
-
-def _naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, topk: int | None) -> torch.Tensor:
-    """Per-query loop: softmax over the (top-k) prototype logits, weighted sum of values."""
-    b_, h_, n_, d_ = q.shape
-    q64, k64, v64 = q.double(), k.double(), v.double()
-    out = torch.zeros(b_, h_, n_, v.shape[-1], dtype=torch.float64)
-    for b in range(b_):
-        for h in range(h_):
-            kk = k64[h] if k64.ndim == 3 else k64[b, h]
-            vv = v64[h] if v64.ndim == 3 else v64[b, h]
-            for n in range(n_):
-                logits = [float(q64[b, h, n] @ kk[m]) / math.sqrt(d_) for m in range(kk.shape[0])]
-                keep = sorted(range(len(logits)), key=lambda m: -logits[m])[: topk or len(logits)]
-                mx = max(logits[m] for m in keep)
-                w = {m: math.exp(logits[m] - mx) for m in keep}
-                z = sum(w.values())
-                for m, wm in w.items():
-                    out[b, h, n] += (wm / z) * vv[m]
-    return out
-
-
-@pytest.mark.parametrize("batched_prototypes", [False, True])
-@pytest.mark.parametrize("topk", [None, 3, 7, 10])
-def test_prototype_attention_matches_naive_loop(
-    rng: np.random.Generator, batched_prototypes: bool, topk: int | None
-) -> None:
-    b, h, n, m, d = 2, 2, 5, 7, 4
-    q = _randn(rng, b, h, n, d) * 2
-    kshape = (b, h, m, d) if batched_prototypes else (h, m, d)
-    k = _randn(rng, *kshape) * 2
-    v = _randn(rng, *kshape)
-    out = prototype_attention_reference(q, k, v, topk=topk)
-    assert tuple(out.shape) == (b, h, n, d)
-    torch.testing.assert_close(out.double(), _naive_attention(q, k, v, topk), rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("batched_prototypes", [False, True])
-def test_prototype_attention_topk_keeps_exactly_k_weights(rng: np.random.Generator, batched_prototypes: bool) -> None:
-    b, h, n, m, d = 2, 2, 5, 7, 4
-    q = _randn(rng, b, h, n, d) * 2
-    k = _randn(rng, *((b, h, m, d) if batched_prototypes else (h, m, d))) * 2
-    eye = torch.eye(m).expand(*((b, h, m, m) if batched_prototypes else (h, m, m)))
-    weights = prototype_attention_reference(q, k, eye, topk=3)  # values = identity -> the attention weights
-    assert tuple(weights.shape) == (b, h, n, m)
-    assert ((weights > 0).sum(-1) == 3).all()
-    torch.testing.assert_close(weights.sum(-1), torch.ones(b, h, n), rtol=0, atol=1e-6)
-    logits = q @ k.transpose(-1, -2)
-    top3 = torch.topk(logits, 3, dim=-1).indices
-    kept = weights.gather(-1, top3)
-    torch.testing.assert_close(kept.sum(-1), torch.ones(b, h, n), rtol=0, atol=1e-6)
-    full = prototype_attention_reference(q, k, eye)
-    assert ((full > 0).sum(-1) == m).all()
-
-
-def test_prototype_attention_custom_scale(rng: np.random.Generator) -> None:
-    q, k, v = _randn(rng, 1, 2, 3, 4), _randn(rng, 2, 5, 4), _randn(rng, 2, 5, 4)
-    torch.testing.assert_close(
-        prototype_attention_reference(q, k, v, scale=1.0),
-        prototype_attention_reference(q * 2, k, v),  # default 1/sqrt(4) = 1/2
-        rtol=0, atol=1e-5,
-    )
 
 
 def _static_decoder(channels: tuple[int, ...]) -> PrototypeDecoder:
@@ -559,3 +334,16 @@ def test_manifest_without_seg_head_width_reads_the_legacy_width() -> None:
     assert DetectorConfig.from_manifest(old).seg_head_width == LEGACY_DEFAULTS["seg_head_width"] == 64
     assert DetectorConfig.from_dict(old).seg_head_width == 32  # new trainings get the new default
     assert DetectorConfig.from_manifest(DetectorConfig(seg_head_width=16).to_dict()).seg_head_width == 16
+
+
+# ----------------------------------------------------------------------------- kernel errors at the SDK boundary
+@pytest.mark.parametrize(("raised", "expected"), [
+    (KernelDtypeError("q has dtype torch.int64"), InputError),
+    (KernelInputError("D must be in 1..256"), InputError),
+    (KernelBackwardUnsupportedError("region_guided_attention is forward-only"), ConfigError),
+    (TritonNotInstalledError('pip install "protoinspect[triton]"'), MissingDependencyError),
+], ids=["dtype", "input", "backward", "triton"])
+def test_kernel_errors_surface_as_protoinspect_errors(raised: Exception, expected: type[Exception]) -> None:
+    with pytest.raises(expected) as info, kernel_errors():
+        raise raised
+    assert str(raised) in str(info.value) and info.value.__cause__ is raised

@@ -3,8 +3,9 @@
 A TensorRT AOT plugin (``tensorrt.plugin.aot_impl``, TensorRT >= 10.9) launches a precompiled kernel
 with the arguments in a fixed order: the input pointers, then extra int32 scalars, then the output
 pointers. The entry kernels here have exactly that signature and call the very ``@triton.jit`` bodies of
-:mod:`protoinspect.kernels.prototype_attention` and :mod:`protoinspect.kernels.region_guided_attention` (no second copy of the
-math). TensorRT hands plugins densely packed (LINEAR) tensors, so every stride follows from the shapes;
+:mod:`protoinspect.kernels.prototype_attention_kernel` and
+:mod:`protoinspect.kernels.region_guided_attention_kernel` (no second copy of the math). TensorRT hands plugins
+densely packed (LINEAR) tensors, so every stride follows from the shapes;
 the head dim, block sizes, dtype, the logit scale and the bias-row range are compile-time constants
 baked into the PTX (plugin attributes are not serialised on the AOT path).
 
@@ -24,10 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from protoinspect.kernels.launch_checks import LOG2E, padded_head_dim
-from protoinspect.kernels.prototype_attention import _prototype_attention_fwd_kernel
-from protoinspect.kernels.region_guided_attention import _region_guided_attention_fwd_kernel
-from protoinspect.kernels.triton_import import import_triton
+from protoinspect.kernels.launch_checks import LOG2E, MAX_HEAD_DIM, padded_head_dim
+from protoinspect.kernels.prototype_attention_kernel import _prototype_attention_fwd_kernel
+from protoinspect.kernels.region_guided_attention_kernel import _region_guided_attention_fwd_kernel
+from protoinspect.kernels.triton_loader import import_triton
 from protoinspect.sdk.errors import ConfigError
 
 triton, tl = import_triton()
@@ -113,6 +114,8 @@ def _check_common(dtype: str, head_dim: int, scale: float | None, tactic: int, a
         raise ConfigError(f"unknown tactic {tactic}: choose one of {sorted(TACTICS)}")
     if arch < 75:
         raise ConfigError(f"the plugin kernels need compute capability >= 7.5 (sm_75), got sm_{arch}")
+    if not 1 <= int(head_dim) <= MAX_HEAD_DIM:
+        raise ConfigError(f"the plugin kernels take a head dim D in 1..{MAX_HEAD_DIM}, got D={head_dim}")
     pad = padded_head_dim("trt plugin", int(head_dim))
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     if not math.isfinite(scale):

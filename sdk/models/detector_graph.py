@@ -1,10 +1,13 @@
-"""The detector graph that is exported to ONNX: its I/O names and the torch module traced into it.
+"""The detector graph: its I/O names and the one torch module that both the torch backend runs and the
+ONNX exporter traces.
 
-:class:`DetectorExportModule` wraps a ``PrototypeDetectorNet`` with the bundle's normalisation, so the
+:class:`DetectorGraph` wraps a ``PrototypeDetectorNet`` with the bundle's normalisation, so the
 graph takes ``image`` (``N x H x W x 3`` uint8 RGB at model size) and gives ``anomaly_map``
 (``N x 1 x H x W`` float32), ``score`` (``N`` float32) and ``features`` (``N x C x H/8 x W/8``
-float32, the fused encoder map the defect classifier reads). Shared by the exporter
-(:mod:`protoinspect.export.onnx_export`) and the torch/onnxruntime parity check (:mod:`protoinspect.export.onnx_parity`).
+float32, the fused encoder map the defect classifier reads). Used by the torch backend
+(:mod:`protoinspect.sdk.backends.torch_backend`), the exporter (:mod:`protoinspect.export.onnx_export`)
+and the torch/onnxruntime parity check (:mod:`protoinspect.export.onnx_parity`), so what runs in torch
+is what is exported.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ INPUT_NAME = DETECTOR_INPUT
 OUTPUT_NAMES = (*DETECTOR_OUTPUTS, DETECTOR_FEATURES)
 
 
-class DetectorExportModule(nn.Module):
+class DetectorGraph(nn.Module):
     """A :class:`~protoinspect.sdk.models.prototype_detector.PrototypeDetectorNet` with the bundle's normalisation baked in.
 
     Input ``image``: N x H x W x 3 uint8 RGB at model size (``protoinspect.sdk.preprocess.resize_to_rgb`` output).
@@ -46,7 +49,8 @@ class DetectorExportModule(nn.Module):
         the first op on the input must be the Cast.
         """
         x = image.to(torch.float32).permute(0, 3, 1, 2)
-        return x * self.scale + self.offset
+        # contiguous: the convolutions then see the memory order training batches have (bit-equal results)
+        return (x * self.scale + self.offset).contiguous()
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """uint8 NHWC RGB batch -> (anomaly map N x 1 x H x W, score N, features N x C x H/8 x W/8)."""

@@ -1,7 +1,8 @@
 """The ``protoinspect`` command: one entry point, sub-commands resolved lazily.
 
-Sub-commands that train or evaluate live in ``training`` and are imported only when invoked, so the
-runtime SDK never imports training code.
+Each sub-command's module is imported only when invoked. This is the top layer (``protoinspect.pipelines``):
+the runtime SDK never imports training or export code; commands that join training and export are
+wired in :mod:`protoinspect.pipelines.commands`.
 """
 
 from __future__ import annotations
@@ -12,21 +13,18 @@ from collections.abc import Sequence
 
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("protoinspect.training.demo:main", "synthesize a line, train a detector and evaluate it (the embedded default)"),
+    "demo": ("protoinspect.pipelines.demo:main", "synthesize a line, train a detector and evaluate it (the embedded default)"),
     "train": ("protoinspect.training.train_detector:main", "train a detector bundle: --data DIR [--data DIR ...] --out BUNDLE"),
     "evaluate": ("protoinspect.training.evaluate_detector:main", "evaluate a bundle: --data DIR --bundle BUNDLE [--json F]"),
     "synth": ("protoinspect.training.synthetic:main", "write the synthetic line-camera dataset: --out DIR"),
     "inspect": ("protoinspect.sdk.inspect_cli:main", "inspect images, a folder, a video or a camera: SOURCE --bundle BUNDLE [--out DIR]"),
-    "discover": ("protoinspect.training.discover:main", "review defect classes on new images, propose new ones, edit into a new bundle"),
-    "export": ("protoinspect.export.onnx_export:main", "export a bundle to ONNX with parity + TensorRT checks: BUNDLE [--opset N] [--no-verify]"),
+    "discover": ("protoinspect.pipelines.commands:discover_main", "review defect classes on new images, propose new ones, edit into a new bundle"),
+    "export": ("protoinspect.pipelines.commands:export_main", "export a bundle to ONNX with parity + TensorRT checks: BUNDLE [--opset N] [--no-verify]"),
+    "train-discovery": ("protoinspect.pipelines.commands:train_discovery_main", "learn defect classes on anomalies: --data DIR --bundle BUNDLE [--out NEW]"),
+    "recalibrate": ("protoinspect.training.recalibrate:main", "re-derive a bundle's thresholds into a new bundle version"),
+    "upgrade-bundle": ("protoinspect.sdk.bundle_upgrade:main", "seal a bundle written before manifest digests (checks every file first)"),
     "build-engine": ("protoinspect.export.build_engine:main", "build TensorRT engines into a bundle: BUNDLE --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]"),
 }
-
-
-def report_error(exc: BaseException) -> int:
-    """Print a typed ProtoInspect error for a command-line user and return the exit code (2)."""
-    print(f"error: {exc}", file=sys.stderr)
-    return 2
 
 
 def _usage() -> str:

@@ -1,4 +1,4 @@
-"""The Triton kernels as TensorRT Python plugins compiled ahead of time (``tensorrt.plugin``, TensorRT >= 10.9).
+"""The Triton attention kernels as TensorRT plugins compiled ahead of time (``tensorrt.plugin``, TensorRT >= 10.9).
 
 :func:`register_plugins` registers two quickly deployable plugins in the namespace ``protoinspect``:
 
@@ -9,11 +9,28 @@
 
 Each has a ``@trtp.register`` shape function, a ``@trtp.autotune`` declaring fp32/fp16 LINEAR I/O and
 two tactics (Triton block configurations TensorRT times at build), and a ``@trtp.aot_impl`` that compiles
-the entry kernels of :mod:`protoinspect.kernels.trt_plugin_kernels` to PTX for the build GPU's architecture. TensorRT
-embeds that PTX in the engine, so the engine runs without Python (trtexec, C++, Triton Inference Server).
+the entry kernels of :mod:`protoinspect.export.trt_plugin_kernels` to PTX for the build GPU's architecture.
 The ONNX file must carry the custom nodes (``export/onnx_custom_ops.py``: op type = plugin name, string
 attribute ``plugin_namespace``, ``aot=1``), and :func:`register_plugins` must run in the process that
 parses it, before parsing.
+
+Build time and run time are separate layers. Registration is a build-time (``export``) step; the runtime
+(``protoinspect.sdk.backends``) never imports ``protoinspect.export``:
+
+* TensorRT embeds an AOT plugin's PTX in the engine, so an engine built with these plugins deserializes
+  and runs without Python plugin code (trtexec, C++, Triton Inference Server, the SDK's TensorRT backend).
+* An engine's sidecar may list its plugin layers (key ``plugins``, ``[{"id": "namespace::name", "aot": bool}]``,
+  from :func:`plugin_layers`). The SDK backend requires the non-AOT ones (JIT Python plugins, C++ plugin
+  libraries) to be registered before it deserializes the engine. It gets them through a hook, not an
+  import: ``protoinspect.sdk.backends.trt_runtime.add_plugin_registrar(namespace, fn)`` stores a callable
+  that the backend runs once, right before the first engine needing that namespace, and it then checks
+  TensorRT's own plugin registry (``tensorrt.get_plugin_registry()``, where ``tensorrt.plugin`` and
+  ``load_library`` put their creators). A plugin still missing raises ``MissingPluginError`` naming the
+  plugin, the hook and the rebuild-without-plugins alternative. An application wires the two layers::
+
+      from protoinspect.export.trt_plugins import PLUGIN_NAMESPACE, register_plugins
+      from protoinspect.sdk.backends.trt_runtime import add_plugin_registrar
+      add_plugin_registrar(PLUGIN_NAMESPACE, register_plugins)
 
 JetPack 6 ships TensorRT 10.3, which has no ``tensorrt.plugin`` AOT support: there the kernels would
 need a C++ IPluginV3; :func:`register_plugins` says so instead of failing obscurely.
@@ -23,8 +40,9 @@ functions' annotations against its own classes at registration time.
 """
 
 import logging
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+from protoinspect.kernels.errors import TritonNotInstalledError
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.backends.trt_sidecar import version_key
 from protoinspect.sdk.errors import ConfigError, MissingDependencyError
@@ -53,6 +71,26 @@ def current_arch() -> int:
     return int(major) * 10 + int(minor)
 
 
+def plugin_layers(model: Any) -> List[Dict[str, Any]]:
+    """The plugin layers of an ONNX model, as an engine sidecar's ``plugins`` entry (see the module docstring).
+
+    Args:
+        model: an ``onnx.ModelProto``; a node outside the standard domains ("" / "ai.onnx") becomes a
+            TensorRT plugin layer ``domain::op_type``, built ahead of time when its int attribute ``aot`` is 1.
+
+    Returns:
+        ``[{"id": "namespace::name", "aot": bool}, ...]``, one entry per distinct plugin, sorted by id.
+    """
+    layers: Dict[str, bool] = {}
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx"):
+            continue
+        aot = any(a.name == "aot" and a.i == 1 for a in node.attribute)
+        pid = f"{node.domain}::{node.op_type}"
+        layers[pid] = layers.get(pid, True) and aot
+    return [{"id": pid, "aot": aot} for pid, aot in sorted(layers.items())]
+
+
 def _constant(expr: Any, what: str) -> int:
     if not getattr(expr, "is_constant", False):
         raise ConfigError(f"{what} must be a fixed number in the network (the kernel is compiled for it); it is dynamic")
@@ -66,8 +104,8 @@ def register_plugins(arch: Optional[int] = None) -> int:
         arch: compute capability to compile for (87 = Jetson Orin, 90 = H100); None: CUDA device 0's.
 
     Raises:
-        MissingDependencyError: tensorrt (or pycuda, for ``arch=None``) is not installed, or TensorRT is older
-            than 10.9 (no AOT Python plugins: JetPack 6's 10.3 needs a C++ IPluginV3 instead).
+        MissingDependencyError: tensorrt or triton (or pycuda, for ``arch=None``) is not installed, or TensorRT
+            is older than 10.9 (no AOT Python plugins: JetPack 6's 10.3 needs a C++ IPluginV3 instead).
         ConfigError: already registered for another architecture in this process.
     """
     global _registered
@@ -91,7 +129,14 @@ def register_plugins(arch: Optional[int] = None) -> int:
 
 def _define(trt: Any, trtp: Any, arch: int) -> None:
     """The register / autotune / aot_impl definitions of both plugins (annotations are trtp's own classes)."""
-    from protoinspect.kernels.trt_plugin_kernels import TACTICS, compile_prototype_attention, compile_region_guided_attention
+    try:
+        from protoinspect.export.trt_plugin_kernels import (
+            TACTICS,
+            compile_prototype_attention,
+            compile_region_guided_attention,
+        )
+    except TritonNotInstalledError as exc:
+        raise MissingDependencyError(str(exc)) from exc
 
     desc = trtp.TensorDesc
     aot_result = Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]

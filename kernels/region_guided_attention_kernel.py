@@ -9,17 +9,18 @@ Shapes (B batch, H heads, N tokens, D head dim in 1..256, Hb = 1 or H bias heads
     out = softmax over j of S, times v              B x H x N x D   in q's dtype
 The forward kernel streams over key blocks with an online softmax (running max ``m_i``, running sum ``l_i``,
 fp32 accumulator); keys masked with -inf are handled, and a row whose keys are all -inf gives NaN, as the
-reference does. Forward only: inputs that require grad raise ``KernelBackwardUnsupportedError`` (train with
-``region_guided_attention_reference``).
+reference (kernels/attention_reference.py) does. Forward only: inputs that require grad raise
+``KernelBackwardUnsupportedError`` (train with ``region_guided_attention_reference``).
 """
 
 from __future__ import annotations
 
 import torch
 
+from protoinspect.kernels.autotune_tiles import FWD_TILES, INTERPRET_CONFIGS, gpu_configs
+from protoinspect.kernels.errors import KernelBackwardUnsupportedError
 from protoinspect.kernels.launch_checks import (
     LOG2E,
-    KernelBackwardUnsupportedError,
     check_tensors,
     device_guard,
     dot_options,
@@ -29,44 +30,12 @@ from protoinspect.kernels.launch_checks import (
     resolve_scale,
     shape_error,
 )
-from protoinspect.kernels.triton_import import (
-    FWD_TILES,
-    INTERPRET_CONFIGS,
-    gpu_configs,
-    import_triton,
-    interpreter_requested,
-    is_interpreted,
-    mma,
-)
+from protoinspect.kernels.mma import mma
+from protoinspect.kernels.triton_loader import import_triton, interpreter_requested, is_interpreted
 
 triton, tl = import_triton()
 
 _OP = "region_guided_attention"
-
-
-def region_guided_attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *,
-    bias_rows: slice | None = None, scale: float | None = None,
-) -> torch.Tensor:
-    """Self-attention with a per-key bias on the ``bias_rows`` query rows, in plain PyTorch (the specification).
-
-    Args:
-        q, k, v: B x H x N x D.
-        bias: B x 1 x N or B x H x N additive per-key bias.
-        bias_rows: query rows the bias applies to: None = all, or a step-1 slice (slice(0, 1) = first row).
-        scale: logit scale, default 1/sqrt(D).
-
-    Returns:
-        B x H x N x D, q's dtype.
-    """
-    n = q.shape[-2]
-    start, stop = resolve_rows(_OP + "_reference", bias_rows, n)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale  # B x H x N x N
-    rows = torch.zeros(n, 1, dtype=torch.bool, device=q.device)  # N x 1
-    rows[start:stop] = True
-    logits = logits + torch.where(rows, bias[:, :, None, :], 0.0)  # bias B x Hb x 1 x N -> B x Hb x N x N
-    return torch.matmul(torch.softmax(logits, dim=-1), v)  # B x H x N x D
 
 
 # -- autotune configs: BLOCK_N query rows, BLOCK_M keys ------------------------------------------------------
@@ -171,8 +140,8 @@ def region_guided_attention(
         B x H x N x D in q's dtype (contiguous).
 
     Raises:
-        InputError: wrong shapes, devices, a bad ``bias_rows`` or D outside 1..256.
-        KernelDtypeError: non-float or mixed dtypes.
+        KernelInputError: wrong shapes, devices, a bad ``bias_rows`` or D outside 1..256 (a ``ValueError``).
+        KernelDtypeError: non-float or mixed dtypes (a ``TypeError`` and a ``KernelInputError``).
         KernelBackwardUnsupportedError: an input requires grad (use ``region_guided_attention_reference``).
     """
     check_tensors(_OP, {"q": q, "k": k, "v": v, "bias": bias}, interpreted=_INTERPRETED)

@@ -1,4 +1,5 @@
-"""Issue 5 item 4: the Triton kernels as TensorRT AOT plugins and the custom-op ONNX export.
+"""export/trt_plugins.py and export/trt_plugin_kernels.py: the Triton kernels as TensorRT AOT plugins, and the
+custom-op ONNX export.
 
 Without TensorRT: the custom-op ONNX is checked with onnx alone, the plugin entry kernels are compiled to
 PTX for sm_87 / sm_90 by Triton on this CPU and run under the Triton interpreter against the references,
@@ -24,7 +25,7 @@ from detector_bundles import make_exported_bundle
 from protoinspect.sdk.errors import ConfigError, MissingDependencyError
 
 pytest.importorskip("triton")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NEEDS_GPU = "needs TensorRT and a CUDA GPU"
 
 
@@ -59,6 +60,7 @@ def test_custom_op_onnx_has_plugin_nodes(exported: Path, tmp_path: Path) -> None
         assert len(out.shape.dim) == 4 and len(lse.shape.dim) == 3
     assert not any(n.op_type == "Softmax" for n in model.graph.node)  # every attention went to the plugin
     assert [o.name for o in model.graph.output] == ["anomaly_map", "score", "features"]
+    assert info["plugins"] == [{"id": "protoinspect::prototype_attention", "aot": True}]  # for the engine's sidecar
 
 
 def test_default_export_keeps_reference_operators(exported: Path) -> None:
@@ -85,7 +87,7 @@ def _params(ptx: str, entry: str) -> list[str]:
 
 
 def test_plugin_kernels_compile_to_ptx_without_a_gpu() -> None:
-    from protoinspect.kernels.trt_plugin_kernels import TACTICS, compile_prototype_attention, compile_region_guided_attention
+    from protoinspect.export.trt_plugin_kernels import TACTICS, compile_prototype_attention, compile_region_guided_attention
 
     k = compile_prototype_attention("fp16", 32, k_batched=True, arch=87)
     assert k.name == "prototype_attention_trt" and ".target sm_87" in k.ptx
@@ -103,19 +105,18 @@ def test_plugin_kernels_compile_to_ptx_without_a_gpu() -> None:
     ({"arch": 70}, "sm_75"), ({"scale": float("inf")}, "finite"),
 ])
 def test_plugin_kernel_arguments_are_checked(kwargs: dict, message: str) -> None:
-    from protoinspect.kernels.trt_plugin_kernels import compile_prototype_attention
-    from protoinspect.sdk.errors import InputError
+    from protoinspect.export.trt_plugin_kernels import compile_prototype_attention
 
     args = {"dtype": "fp16", "head_dim": 32, "k_batched": True, **kwargs}
-    with pytest.raises((ConfigError, InputError), match=message):
+    with pytest.raises(ConfigError, match=message):
         compile_prototype_attention(**args)
 
 
 INTERPRETED = textwrap.dedent("""
     import math, torch
-    from protoinspect.kernels.trt_plugin_kernels import prototype_attention_trt, region_guided_attention_trt
-    from protoinspect.kernels.prototype_attention import prototype_attention_reference
-    from protoinspect.kernels.region_guided_attention import region_guided_attention_reference
+    from protoinspect.export.trt_plugin_kernels import prototype_attention_trt, region_guided_attention_trt
+    from protoinspect.kernels.attention_reference import prototype_attention_reference
+    from protoinspect.kernels.attention_reference import region_guided_attention_reference
     from protoinspect.kernels.launch_checks import LOG2E
     B, H, N, M, D = 2, 2, 37, 45, 24
     worst = 0.0
@@ -201,7 +202,7 @@ def fake_trtp() -> types.ModuleType:
 
 
 def install_plugin_fakes(monkeypatch: pytest.MonkeyPatch, version: str) -> types.ModuleType:
-    import protoinspect.kernels.trt_plugins as plugins
+    import protoinspect.export.trt_plugins as plugins
 
     trt = types.ModuleType("tensorrt")
     trt.__version__, trt.float32, trt.float16, trt.bfloat16 = version, "float32", "float16", "bfloat16"
@@ -214,7 +215,7 @@ def install_plugin_fakes(monkeypatch: pytest.MonkeyPatch, version: str) -> types
 
 
 def test_register_plugins_defines_aot_implementations(monkeypatch: pytest.MonkeyPatch) -> None:
-    from protoinspect.kernels.trt_plugins import plugin_id, register_plugins
+    from protoinspect.export.trt_plugins import plugin_id, register_plugins
 
     trtp = install_plugin_fakes(monkeypatch, "10.9.0")
     assert register_plugins(arch=87) == 87 and register_plugins(arch=87) == 87  # idempotent
@@ -246,7 +247,7 @@ def test_register_plugins_defines_aot_implementations(monkeypatch: pytest.Monkey
 
 
 def test_register_plugins_needs_tensorrt_10_9(monkeypatch: pytest.MonkeyPatch) -> None:
-    from protoinspect.kernels.trt_plugins import register_plugins
+    from protoinspect.export.trt_plugins import register_plugins
 
     install_plugin_fakes(monkeypatch, "10.3.0")
     with pytest.raises(MissingDependencyError, match="TensorRT 10.3.0 has no ahead-of-time.*10.9.*IPluginV3"):
@@ -254,6 +255,36 @@ def test_register_plugins_needs_tensorrt_10_9(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(MissingDependencyError, match=r"protoinspect\[tensorrt\]"):
         register_plugins(arch=87)
+
+
+def test_register_plugins_without_triton_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    install_plugin_fakes(monkeypatch, "10.9.0")
+    for name in [m for m in sys.modules if m == "protoinspect.export.trt_plugin_kernels"
+                 or m.startswith("protoinspect.kernels.") and m.endswith(("_kernel", "_backward", "tiles", "mma"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "triton", None)
+    from protoinspect.export.trt_plugins import register_plugins
+
+    with pytest.raises(MissingDependencyError, match=r'pip install "protoinspect\[triton\]"'):
+        register_plugins(arch=87)
+
+
+def test_plugin_layers_list_custom_nodes_for_the_sidecar() -> None:
+    import onnx
+    from onnx import helper
+
+    from protoinspect.export.trt_plugins import plugin_layers
+    from protoinspect.sdk.backends.trt_sidecar import runtime_plugins
+
+    nodes = [helper.make_node("prototype_attention", ["a"], ["b"], domain="protoinspect", aot=1),
+             helper.make_node("prototype_attention", ["b"], ["c"], domain="protoinspect", aot=1),
+             helper.make_node("Relu", ["c"], ["d"]),
+             helper.make_node("fancy_op", ["d"], ["e"], domain="acme")]
+    value = helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph(nodes, "g", [value], [helper.make_tensor_value_info("e", onnx.TensorProto.FLOAT, [1])])
+    layers = plugin_layers(helper.make_model(graph))
+    assert layers == [{"id": "acme::fancy_op", "aot": False}, {"id": "protoinspect::prototype_attention", "aot": True}]
+    assert runtime_plugins({"plugins": layers}) == ["acme::fancy_op"]  # AOT kernels are inside the engine
 
 
 def _real_trt_with_plugins() -> bool:
@@ -274,7 +305,7 @@ def test_real_plugin_engine_matches_reference_graph(exported: Path, tmp_path: Pa
     import tensorrt as trt
 
     from protoinspect.export.onnx_custom_ops import export_detector_custom_ops
-    from protoinspect.kernels.trt_plugins import register_plugins
+    from protoinspect.export.trt_plugins import register_plugins
 
     register_plugins()
     path = export_detector_custom_ops(exported, tmp_path / "plugins.onnx")["path"]

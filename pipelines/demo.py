@@ -10,7 +10,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from protoinspect.export.onnx_export import export_detector_onnx
 from protoinspect.training.config import load_train_config
+from protoinspect.training.dataset_frames import training_data_frames
 from protoinspect.training.demo_report import write_demo_summary
 from protoinspect.training.evaluate_detector import evaluate_detector, format_table
 from protoinspect.training.synthetic import PRODUCTS, generate_dataset
@@ -40,8 +42,6 @@ def run_demo(out: str | Path = "protoinspect-demo", *, products: Sequence[str] =
     Returns the evaluation report with ``total_seconds``, ``summary_report`` and, if ``inspect``, the
     inspect exit code.
     """
-    from protoinspect.export.onnx_export import export_detector_onnx, training_data_frames
-
     out = Path(out)
     t0 = time.perf_counter()
     dirs = generate_dataset(out / "data", products=products, image_size=image_size, num_train=num_train,

@@ -10,7 +10,7 @@ The forward kernel streams over blocks of prototypes with an online softmax (run
 sum ``l_i``, fp32 accumulator) and keeps ``lse = log sum_j exp(S_ij)`` (B x H x N, fp32) for the backward
 (kernels/prototype_attention_backward.py), which recomputes P block by block. D is padded to a power of
 two >= 16 with masks; N and M need not be multiples of the blocks. fp32 inputs use IEEE fp32 dots (no
-TF32), so fp32 results match the reference to ~1e-5.
+TF32), so fp32 results match the reference (kernels/attention_reference.py) to ~1e-5.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from protoinspect.kernels.autotune_tiles import FWD_TILES, INTERPRET_CONFIGS, gpu_configs
+from protoinspect.kernels.errors import KernelInputError
 from protoinspect.kernels.launch_checks import (
     LOG2E,
     check_tensors,
@@ -29,40 +31,13 @@ from protoinspect.kernels.launch_checks import (
     shape_error,
     strides4,
 )
+from protoinspect.kernels.mma import mma
 from protoinspect.kernels.prototype_attention_backward import prototype_attention_bwd
-from protoinspect.kernels.triton_import import (
-    FWD_TILES,
-    INTERPRET_CONFIGS,
-    gpu_configs,
-    import_triton,
-    interpreter_requested,
-    is_interpreted,
-    mma,
-)
-from protoinspect.sdk.errors import InputError
+from protoinspect.kernels.triton_loader import import_triton, interpreter_requested, is_interpreted
 
 triton, tl = import_triton()
 
 _OP = "prototype_attention"
-
-
-def prototype_attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None
-) -> torch.Tensor:
-    """Softmax attention of queries over prototypes, in plain PyTorch (the specification).
-
-    Args:
-        q: B x H x N x D queries.
-        k: H x M x D or B x H x M x D prototype keys.
-        v: same shape as ``k``, prototype values.
-        scale: logit scale, default 1/sqrt(D).
-
-    Returns:
-        B x H x N x D, q's dtype.
-    """
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale  # B x H x N x M
-    return torch.matmul(torch.softmax(logits, dim=-1), v)  # B x H x N x D
 
 
 # -- autotune configs ------------------------------------------------------------------------------------
@@ -156,7 +131,7 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | 
         raise shape_error(_OP, "v", v, f"the shape of k {tuple(k.shape)}")
     if k.shape[-2] == 0:
         msg = f"{_OP}: softmax over zero prototypes is undefined; k has shape {tuple(k.shape)} (M = 0)"
-        raise InputError(msg)
+        raise KernelInputError(msg)
     padded_head_dim(_OP, d)
     return resolve_scale(_OP, scale, d)
 
@@ -220,8 +195,8 @@ def prototype_attention(
         autograd is recording and any input requires grad.
 
     Raises:
-        InputError: wrong shapes, devices, M = 0 or D outside 1..256.
-        KernelDtypeError: non-float or mixed dtypes.
+        KernelInputError: wrong shapes, devices, M = 0 or D outside 1..256 (a ``ValueError``).
+        KernelDtypeError: non-float or mixed dtypes (a ``TypeError`` and a ``KernelInputError``).
     """
     scale = _validate(q, k, v, scale)
     if needs_grad(q, k, v):

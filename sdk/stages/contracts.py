@@ -1,22 +1,45 @@
-"""Interfaces of the defect-classification and outlier-rejection stages.
+"""The contracts of the Inspector's stages: the protocols a stage implements and the data they exchange.
 
-The Inspector calls a :class:`DefectClassifier` on anomalous frames only; it returns one
-:class:`RegionClass` (or None: "not classified") per defect region. An :class:`OutlierRejector` then
-decides from those classes whether the frame is so unlike every known defect type that a person must
-look at it (verdict REJECTED). Without a classifier, anomalous frames carry regions without a class:
-no class is ever invented.
+An :class:`~protoinspect.sdk.inspector.Inspector` runs, per frame: a :class:`Masker` (object mask, only
+when a later stage needs it), the detector, then on anomalous frames a :class:`RegionFinder` (the
+regions, once, on the model-size map), a :class:`DefectClassifier` (one class per defect, from the
+same regions) and an :class:`OutlierRejector` (verdict REJECTED for frames that match no class).
+Each is injectable: ``Inspector(bundle, backend, config, masker=..., regions=..., classifier=...,
+rejector=...)``. Without a classifier anomalous frames carry regions without a class: no class is
+ever invented.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from protoinspect.sdk.result import Defect
 from protoinspect.sdk.stages.detector import DetectorOutput
+from protoinspect.sdk.stages.regions import Regions
+
+
+@runtime_checkable
+class Masker(Protocol):
+    """A stage that finds the object in a validated frame."""
+
+    def mask(self, frame: np.ndarray) -> np.ndarray:
+        """HxW gray or HxWx3 uint8 frame (any strides) -> HxW bool object mask (may be all False)."""
+        ...
+
+
+@runtime_checkable
+class RegionFinder(Protocol):
+    """Finds the anomalous regions of a frame on the detector's model-size map (once per frame)."""
+
+    def find(self, model_map: np.ndarray, frame_size: tuple[int, int],
+             object_mask: np.ndarray | None = None) -> Regions:
+        """Regions of ``model_map`` (H' x W'); defects in frame pixels of ``frame_size`` (H, W);
+        ``object_mask`` H' x W' bool (None / all False: search everywhere)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,22 +66,28 @@ class ClassificationInput:
 
     Attributes:
         frame: the validated frame as handed to the Inspector (HxW or HxWx3 uint8, colour order of
-            the Inspector's config).
-        detection: the detector's output (map at frame resolution, score, and the model-size map and
-            feature map when the graph provides them).
-        mask: H x W bool object mask at frame resolution.
-        defects: the frame's defect regions (unclassified).
+            the Inspector's config; any strides).
+        detection: the detector's output (model-size map, score; ``features()`` copies the feature
+            map from the runtime on request).
+        regions: the frame's regions (model size) with its unclassified ``defects``; classify
+            ``regions.defects``, in order.
+        object_mask: H' x W' bool object mask at model size; None: no masker (all is object).
     """
 
     frame: np.ndarray
     detection: DetectorOutput
-    mask: np.ndarray
-    defects: tuple[Defect, ...]
+    regions: Regions
+    object_mask: np.ndarray | None
+
+    @property
+    def defects(self) -> tuple[Defect, ...]:
+        """The defects to classify (``regions.defects``)."""
+        return self.regions.defects
 
 
 @dataclass(frozen=True)
 class ClassificationOutput:
-    """Per-region classes (one entry per defect, None = not classified) and the frame-level class."""
+    """Per-defect classes (one entry per defect, None = not classified) and the frame-level class."""
 
     regions: tuple[RegionClass | None, ...]
     image_class: RegionClass | None

@@ -1,0 +1,127 @@
+"""TensorRT runtime of a bundle's defect classifier: the ``classifier.<precision>.sm<cc>.engine`` that
+``export/build_engine.py`` builds next to the detector's engine (see :mod:`.classifier_base`).
+
+Loading checks the engine's sidecar against the running TensorRT version, the GPU and the sha256 of
+the bundle's ``classifier.onnx`` exactly like the detector's engine, and refuses a mismatch with the
+rebuild command. No torch and no onnxruntime: a Jetson that runs engines needs tensorrt and pycuda only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from protoinspect.sdk._imports import require
+from protoinspect.sdk.backends.base import as_bundle, parse_device
+from protoinspect.sdk.backends.classifier_base import (
+    CLASSIFIER_INPUTS,
+    CLASSIFIER_LOGITS,
+    CLASSIFIER_ONNX_FILE,
+    ClassifierBackendBase,
+    require_classifier,
+)
+from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
+from protoinspect.sdk.backends.trt_sidecar import (
+    check_sidecar,
+    read_sidecar,
+    rebuild_command,
+    runtime_plugins,
+    select_engine,
+    sidecar_file_name,
+)
+from protoinspect.sdk.bundle import Bundle
+from protoinspect.sdk.errors import BundleError
+
+logger = logging.getLogger(__name__)
+
+
+class TensorRTClassifier(ClassifierBackendBase):
+    """Executes the prebuilt TensorRT engine of ``classifier.onnx``; crops beyond the profile's maximum
+    batch run in chunks."""
+
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle | str | os.PathLike[str], *, device: str = "cuda:0",
+                 engine: str | None = None) -> None:
+        """Load and check the classifier engine built for this GPU.
+
+        Args:
+            bundle: a loaded bundle or a bundle directory (then loaded and verified).
+            device: ``"cuda"`` or ``"cuda:N"``.
+            engine: engine file name; None picks the classifier engine of this GPU's compute capability.
+
+        Raises:
+            MissingDependencyError: tensorrt or pycuda is not installed.
+            ConfigError: an unknown device or GPU, an unknown ``engine``, several candidates.
+            BundleError: no classifier or ``classifier.onnx``; no classifier engine for this GPU, or one
+                built for another TensorRT, GPU or ONNX file (with the build command); an engine that
+                does not take ``tokens``/``regions`` and give ``logits``.
+            MissingPluginError: a plugin the engine needs is not registered.
+            BackendError: TensorRT cannot deserialize the engine or CUDA fails.
+        """
+        trt = require("tensorrt")
+        cuda = require("pycuda.driver")
+        bundle = as_bundle(bundle)
+        require_classifier(bundle)
+        _, index = parse_device(device, ("cuda",))
+        if CLASSIFIER_ONNX_FILE not in bundle.manifest.files:
+            raise BundleError(f"bundle {bundle.path} has no {CLASSIFIER_ONNX_FILE}: run `protoinspect export "
+                              f"{bundle.path}`, then `{rebuild_command(bundle.path, 'fp16')}`")
+        gpu = CudaDevice(cuda, 0 if index is None else index)
+        self._runner: EngineRunner | None = None
+        try:
+            self._engine_file = select_engine(bundle.manifest.tensorrt, CLASSIFIER_ONNX_FILE, gpu.compute_capability,
+                                              bundle_dir=bundle.path, engine=engine)
+            sidecar_name = sidecar_file_name(self._engine_file)
+            self._sidecar = read_sidecar(bundle.read_bytes(sidecar_name), sidecar_name)
+            check_sidecar(self._sidecar, bundle_dir=bundle.path, tensorrt_version=trt.__version__,
+                          compute_capability=gpu.compute_capability,
+                          onnx_sha256=str(bundle.manifest.files[CLASSIFIER_ONNX_FILE]["sha256"]))
+            self._runner = EngineRunner(trt, cuda, gpu, bundle.read_bytes(self._engine_file), name=self._engine_file,
+                                        plugins=runtime_plugins(self._sidecar))
+            names = sorted(s.name for s in self._runner.inputs)
+            outputs = [s.name for s in self._runner.outputs]
+            if names != sorted(CLASSIFIER_INPUTS) or CLASSIFIER_LOGITS not in outputs:
+                raise BundleError(f"engine {self._engine_file} takes {names} and gives {outputs}, expected "
+                                  f"{list(CLASSIFIER_INPUTS)} -> '{CLASSIFIER_LOGITS}': rebuild it with "
+                                  f"`{rebuild_command(bundle.path, str(self._sidecar['precision']))}`")
+        except BaseException:
+            if self._runner is not None:
+                self._runner.close()
+            gpu.release()
+            raise
+        self._gpu = gpu
+        self._dtypes = {s.name: s.dtype for s in self._runner.inputs}
+        self._trt_version = trt.__version__
+        self._init_base(bundle, device)
+        logger.info("TensorRT %s classifier engine %s on %s", trt.__version__, self._engine_file, gpu.name)
+
+    @property
+    def engine_file(self) -> str:
+        """The bundle file of the engine in use."""
+        return self._engine_file
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self._runner is not None
+        # the engine's own I/O types (float32, or float16 for a strongly typed fp16 build)
+        feed = {n: inputs[n].astype(self._dtypes[n], copy=False) for n in CLASSIFIER_INPUTS}
+        n = feed[CLASSIFIER_INPUTS[0]].shape[0]
+        _, max_batch = self._runner.batch_range
+        parts = [self._runner.run({k: np.ascontiguousarray(v[i:i + max_batch]) for k, v in feed.items()})
+                 for i in range(0, n, max_batch)]
+        return {CLASSIFIER_LOGITS: np.concatenate([p[CLASSIFIER_LOGITS] for p in parts]).astype(np.float32)}
+
+    def _release(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+        self._gpu.release()
+
+    def describe(self) -> dict[str, Any]:
+        """``backend``, ``device``, ``engine_file``, ``precision``, ``tensorrt``, ``batch_range``, ``closed``."""
+        lo, hi = self._runner.batch_range if self._runner is not None else (0, 0)
+        return {"backend": self.name, "device": self.device, "engine_file": self._engine_file,
+                "precision": self._sidecar["precision"], "tensorrt": self._trt_version, "batch_range": [lo, hi],
+                "closed": self.closed}
