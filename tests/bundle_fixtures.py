@@ -1,4 +1,4 @@
-"""Helpers of the bundle tests (tests/test_bundle.py, tests/sdk/test_manifest.py): manifest fields of a small
+"""Helpers of the bundle tests (tests/sdk/test_bundle.py, tests/sdk/test_manifest.py): manifest fields of a small
 bundle, and editing its manifest.json by hand as a user might."""
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ from collections.abc import Iterator  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+#: fixtures shared by several test folders (the SAM fixture ``sa``)
+pytest_plugins = ("sam_fixtures",)
+
 # No torch import here: the ONNX Runtime runtime's tests must run where torch is not installed (Jetson).
 # torch is seeded and limited to one thread only when a test module has imported it.
 
@@ -94,14 +97,6 @@ def mtd_root() -> Path:
     return MTD_ROOT
 
 
-TINY_DETECTOR = [
-    "image_size=64", "crop=32", "steps=4", "batch=4", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16",
-    "detector.embed_dim=32", "detector.num_heads=2", "detector.blur_sigma=1.0",
-]
-TINY_DISCOVERY = ["contrastive_steps=6", "prototype_steps=6", "batch=8", "classifier.grid=4", "classifier.embed_dim=16",
-                  "classifier.num_heads=2", "classifier.proj_dim=8", "jitters=2", "k_max=4", "num_threads=1"]
-
-
 @pytest.fixture(scope="session")
 def discovery_tile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One synthetic texture product at 64 px with two test images per defect type."""
@@ -121,6 +116,7 @@ def discovery_bundle(discovery_tile: Path, tmp_path_factory: pytest.TempPathFact
     from protoinspect.training.discovery_config import discovery_config
     from protoinspect.training.train_detector import train_detector
     from protoinspect.training.train_discovery import train_discovery
+    from tiny_configs import TINY_DETECTOR, TINY_DISCOVERY
 
     root = tmp_path_factory.mktemp("disc-bundles")
     det = train_detector([discovery_tile], root / "det", load_train_config(overrides=TINY_DETECTOR), progress=False)

@@ -97,3 +97,27 @@ def test_the_reader_sees_every_kind_of_import(source: str, expected: list[str]) 
 def test_every_package_folder_is_checked() -> None:
     folders = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"}
     assert folders <= set(PACKAGES), f"package folders not in the layer check: {folders - set(PACKAGES)}"
+
+
+#: test files at the top of tests/: checks of the whole package, mirroring no single folder
+CROSS_CUTTING_TESTS = {"test_layers.py", "test_package.py", "test_wheel_install.py"}
+
+
+def test_tests_mirror_the_source_tree() -> None:
+    """tests/<folder>/test_*.py sits in a folder named like a source folder (tests/sdk/stages <-> sdk/stages)."""
+    tests = ROOT / "tests"
+    bad = []
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests)
+        if len(rel.parts) == 1:
+            if rel.name not in CROSS_CUTTING_TESTS:
+                bad.append(f"{rel}: move it to the folder of the code it tests")
+        elif not (ROOT / rel.parent).is_dir():
+            bad.append(f"{rel}: no source folder {rel.parent}/")
+    assert not bad, "test files outside the mirrored layout:\n" + "\n".join(bad)
+
+
+def test_no_source_file_over_400_lines() -> None:
+    long = [f"{p.relative_to(ROOT)}: {n} lines" for folder in (*PACKAGES, "tests", "benchmarks")
+            for p in sorted((ROOT / folder).rglob("*.py")) if (n := len(p.read_text().splitlines())) > 400]
+    assert not long, "split these by what they hold:\n" + "\n".join(long)

@@ -1,7 +1,7 @@
 """Kernel-test fixtures: fresh random inputs every run (seed printed on failure) and a verbose assert_close.
 
 These tests run on CUDA, or on CPU as a separate process with ``TRITON_INTERPRET=1`` (the variable is read
-when ``@triton.jit`` decorates, at import); tests/test_kernels_interpreted.py starts that process.
+when ``@triton.jit`` decorates, at import); tests/kernels/test_interpreted_run.py starts that process.
 """
 
 from __future__ import annotations

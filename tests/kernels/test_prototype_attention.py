@@ -11,7 +11,7 @@ import torch
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in {"1", "true", "on", "yes"}
 if not (INTERPRET or torch.cuda.is_available()):
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (tests/test_kernels_interpreted.py runs them)",
+    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1 (tests/kernels/test_interpreted_run.py runs them)",
                 allow_module_level=True)
 pytest.importorskip("triton", reason="the triton extra is not installed")
 

@@ -25,15 +25,27 @@ else:
 
 INSPECT = '''
 import json, sys
+from dataclasses import replace
 import cv2
 from protoinspect.sdk import Inspector, InspectorConfig
-paths = PATHS
+from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.stages.mebin import MEBinSettings
+from protoinspect.sdk.stages.regions import MapRegionFinder, RegionSettings
+frames = [cv2.imread(p) for p in PATHS]
 cfg = InspectorConfig(image_threshold=float("-inf"), pixel_threshold=float("-inf"), masker="otsu", threads=1)
-out = []
 with Inspector.from_bundle(BUNDLE, backend="onnxruntime", config=cfg) as insp:
-    for p in paths:
-        r = insp.inspect(cv2.imread(p))
+    maps = [insp.inspect(f).model_map for f in frames]
+# A 4-step detector's maps rarely hold a MEBin-stable region in the bundle's calibrated range: MEBin over
+# these maps' range, without erosion, finds regions on every map (the rest of the path is the bundle's).
+settings = replace(load_bundle(BUNDLE).manifest.discovery.settings, s_min=float(min(m.min() for m in maps)),
+                   s_max=float(max(m.max() for m in maps)), mebin=MEBinSettings(erode_kernel=0, min_interval_len=1))
+eager = MapRegionFinder(RegionSettings(pixel_threshold=float("-inf"), min_area_px=1, discovery=settings))
+out = []
+with Inspector.from_bundle(BUNDLE, backend="onnxruntime", config=cfg, regions=eager) as insp:
+    for f in frames:
+        r = insp.inspect(f)
         out.append({"verdict": r.verdict.value, "score": r.anomaly_score, "class": r.image_class_name,
+                    "mask": None if r.mask is None else int(r.mask.sum()),
                     "defects": [[list(d.bbox_xyxy), d.class_name] for d in r.defects]})
 print(json.dumps({"results": out, "torch_loaded": "torch" in sys.modules}))
 '''
@@ -54,9 +66,8 @@ def test_onnxruntime_runtime_runs_where_torch_cannot_be_imported(discovery_bundl
     results = isolated["results"]
     assert len(results) == 4
     assert all(r["verdict"] in ("ANOMALOUS", "REJECTED") and r["class"] is not None for r in results)
-    # defects come from MEBin on the model-size map (a tiny detector's maps may hold no stable region);
-    # every defect found is classified
-    assert all(cls is not None for r in results for _, cls in r["defects"])
+    assert all(r["defects"] and all(cls is not None for _, cls in r["defects"]) for r in results)
+    assert all(r["mask"] is not None for r in results)  # the Otsu masker ran on every anomalous frame
 
     # the same frames in this process (torch importable) give the same answers
     scope: dict = {}
@@ -69,6 +80,7 @@ def test_onnxruntime_runtime_runs_where_torch_cannot_be_imported(discovery_bundl
     in_process = json.loads(buffer.getvalue().strip().splitlines()[-1])["results"]
     for a, b in zip(results, in_process):
         assert a["verdict"] == b["verdict"] and a["class"] == b["class"] and a["defects"] == b["defects"]
+        assert a["mask"] == b["mask"]
         assert abs(a["score"] - b["score"]) <= 1e-5 * max(1.0, abs(b["score"]))
 
 

@@ -14,8 +14,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from detector_bundles import make_exported_bundle
-from stage_fakes import FakeClassifierRuntime
-
 from protoinspect.sdk import Inspector, InspectorConfig
 from protoinspect.sdk.backends.base import GraphOutputs
 from protoinspect.sdk.backends.registry import create_backend
@@ -30,14 +28,14 @@ from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
 from protoinspect.sdk.stages.mebin import MEBinSettings
 from protoinspect.sdk.stages.region_classifier import ClassifierSettings, RegionClassifier
 from protoinspect.sdk.stages.regions import MapRegionFinder, RegionSettings
+from stage_fakes import FakeClassifierRuntime
 
 SPEC = PreprocessSpec(image_size=(64, 64))
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 ROI = (10, 12, 40, 50)
 HAS_SAM = importlib.util.find_spec("segment_anything") is not None and importlib.util.find_spec("torch") is not None
 if HAS_SAM:
-    # the tiny randomly initialised SAM of tests/test_sam_masker.py and its `sa` fixture (used by name)
-    from test_sam_masker import _tiny_sam, sa  # noqa: F401
+    from sam_fixtures import tiny_sam
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +74,7 @@ def _maskers(kind: str, sa_module: Any) -> tuple[Any, Any]:
     if kind == "sam":
         from protoinspect.sdk.stages.sam_masker import SamMasker
 
-        sam = _tiny_sam(sa_module)
+        sam = tiny_sam(sa_module)
         return (SamMasker(None, sam_model=sam, box_xyxy=(10, 8, 58, 52), color_order="bgr"),
                 SamMasker(None, sam_model=sam, box_xyxy=(10, 8, 58, 52), color_order="rgb"))
     roi = ROI if kind == "roi" else None

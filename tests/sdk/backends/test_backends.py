@@ -30,9 +30,9 @@ from protoinspect.sdk.backends import (  # noqa: E402
 )
 from protoinspect.sdk.bundle import add_files, load_bundle  # noqa: E402
 from protoinspect.sdk.errors import BackendError, BundleError, ConfigError, InputError, MissingDependencyError  # noqa: E402
-from protoinspect.sdk.preprocess import PreprocessSpec, normalize, normalize_batch  # noqa: E402
+from protoinspect.sdk.preprocess import PreprocessSpec, normalize  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SMALL = {"num_prototypes": 16, "embed_dim": 32, "num_heads": 2, "blur_sigma": 1.0}
 SIZE = (64, 64)
 # Same bound as protoinspect.export.onnx_export.MAP_ATOL / SCORE_ATOL: |ort - torch| <= 1e-4 x max(1, max |map|).
@@ -119,16 +119,6 @@ def test_torch_backend_equals_net_on_sdk_normalize(torch_backend: TorchBackend, 
     out = torch_backend.run({"image": frames})
     np.testing.assert_array_equal(out["anomaly_map"], t_map.numpy())
     np.testing.assert_array_equal(out["score"], t_score.numpy())
-
-
-def test_normalize_batch_is_stacked_normalize(rng: np.random.Generator) -> None:
-    frames = _frames(rng, 3)[:, ::-1, :, :]  # a non-contiguous view
-    frames[0].reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]  # every value in every channel
-    got = normalize_batch(frames, SPEC)
-    assert got.dtype == np.float32 and got.shape == (3, 3, *SIZE) and got.flags.c_contiguous
-    np.testing.assert_array_equal(got, np.stack([normalize(f, SPEC) for f in frames]))
-    with pytest.raises(InputError, match="N x H x W x 3 uint8"):
-        normalize_batch(frames[0], SPEC)
 
 
 @pytest.mark.parametrize("which", ["onnxruntime", "torch"])

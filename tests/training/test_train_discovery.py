@@ -12,38 +12,14 @@ import pytest
 from protoinspect.sdk import Inspector, InspectorConfig, Verdict
 from protoinspect.sdk.bundle import load_bundle
 from protoinspect.sdk.errors import BundleError, ConfigError
-from protoinspect.training.config import load_train_config
-from protoinspect.training.train_detector import train_detector
 
-TINY_DETECTOR = [
-    "image_size=64", "crop=32", "steps=4", "batch=4", "checkpoint_every=4", "min_holdout=2", "detector.num_prototypes=16",
-    "detector.embed_dim=32", "detector.num_heads=2", "detector.blur_sigma=1.0",
-]
-TINY_DISCOVERY = ["contrastive_steps=6", "prototype_steps=6", "batch=8", "classifier.grid=4", "classifier.embed_dim=16",
-                  "classifier.num_heads=2", "classifier.proj_dim=8", "jitters=2", "k_max=4", "num_threads=1"]
+from tiny_configs import TINY_DISCOVERY  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from protoinspect.training.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("disc-data")
-    return generate_dataset(out, products=("tile",), image_size=64, num_train=10, num_test_good=2,
-                            num_test_per_defect=2, seed=5, progress=False)[0]
-
-
-@pytest.fixture(scope="module")
-def discovery_bundle(tile: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from protoinspect.export.onnx_export import export_detector_onnx
-    from protoinspect.training.discovery_config import discovery_config
-    from protoinspect.training.train_discovery import train_discovery
-
-    root = tmp_path_factory.mktemp("disc-bundles")
-    det = train_detector([tile], root / "det", load_train_config(overrides=TINY_DETECTOR), progress=False)
-    export_detector_onnx(det, num_random=1)
-    out = train_discovery(tile, det, root / "disc", discovery_config(TINY_DISCOVERY), known=["crack"],
-                          flag_threshold=float("-inf"), progress=False)
-    return det, out
+def tile(discovery_tile: Path) -> Path:
+    """The session's tiny synthetic tile product (``discovery_bundle`` was trained on it)."""
+    return discovery_tile
 
 
 def test_discovery_bundle_keeps_the_detector_and_adds_classes(discovery_bundle: tuple[Path, Path]) -> None:

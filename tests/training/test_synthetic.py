@@ -22,7 +22,7 @@ from protoinspect.training.synthetic import (
     sample_rng,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = {"num_train": 2, "num_test_good": 2, "num_test_per_defect": 1, "progress": False}
 
 

@@ -28,7 +28,7 @@ from protoinspect.sdk.bundle import load_bundle
 from protoinspect.sdk.errors import ConfigError, InputError, MissingDependencyError
 from protoinspect.sdk.preprocess import PreprocessSpec, resize_to_rgb
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NEEDS_GPU = "needs TensorRT and a CUDA GPU"
 
 

@@ -17,7 +17,7 @@ from protoinspect.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, s
 from protoinspect.training.config import DetectorTrainConfig, apply_overrides, load_train_config
 from protoinspect.training.losses import dice_loss, focal_loss, reconstruction_loss
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 

@@ -102,7 +102,7 @@ def test_sha256_file_streams(tmp_path: Path) -> None:
 
 def test_no_torch_import() -> None:
     code = "import sys, protoinspect.sdk.bundle; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 # -- damaged bundles ----------------------------------------------------------------------------------

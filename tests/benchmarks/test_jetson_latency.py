@@ -15,7 +15,7 @@ from detector_bundles import make_exported_bundle
 
 from protoinspect.sdk import device_info
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import jetson_latency as jl  # noqa: E402
 

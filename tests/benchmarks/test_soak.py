@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 
 from detector_bundles import make_exported_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _soak_module() -> ModuleType:

@@ -12,79 +12,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
 from protoinspect.sdk.config import InspectorConfig
 from protoinspect.sdk.errors import ConfigError
 from protoinspect.sdk.inspector_stages import masker_settings
 from protoinspect.sdk.stages.masker import build_masker
+from sam_fixtures import tiny_sam
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("segment_anything") is None or importlib.util.find_spec("torch") is None,
     reason="segment_anything or torch not installed (pip install 'protoinspect[sam]')")
-
-
-def _torchvision_stand_in() -> dict[str, types.ModuleType]:
-    import cv2
-
-    def to_pil_image(image: np.ndarray) -> np.ndarray:
-        return np.asarray(image)
-
-    def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        return cv2.resize(np.asarray(image), (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
-
-    def _unused(*_: Any, **__: Any) -> Any:
-        raise AssertionError("torchvision.ops stand-in called")
-
-    tv, tr, fn, ops, boxes = (types.ModuleType(n) for n in (
-        "torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.ops",
-        "torchvision.ops.boxes"))
-    fn.resize, fn.to_pil_image = resize, to_pil_image  # type: ignore[attr-defined]
-    boxes.batched_nms, boxes.box_area = _unused, _unused  # type: ignore[attr-defined]
-    tv.transforms, tr.functional, tv.ops, ops.boxes = tr, fn, ops, boxes  # type: ignore[attr-defined]
-    return {m.__name__: m for m in (tv, tr, fn, ops, boxes)}
-
-
-@pytest.fixture()
-def sa() -> Iterator[types.ModuleType]:
-    """segment_anything, importable for the duration of one test (see the module docstring)."""
-    before = set(sys.modules)
-    stand_in = {} if importlib.util.find_spec("torchvision") is not None else _torchvision_stand_in()
-    sys.modules.update(stand_in)
-    try:
-        yield importlib.import_module("segment_anything")
-    finally:
-        if stand_in:  # drop the stand-in and everything imported on top of it
-            for name in set(sys.modules) - before:
-                if name.split(".")[0] in ("torchvision", "segment_anything"):
-                    del sys.modules[name]
-
-
-def _tiny_sam(sa: types.ModuleType) -> Any:
-    import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    torch.manual_seed(0)
-    img_size, patch, dim = 64, 16, 32
-    grid = img_size // patch
-    sam = Sam(
-        image_encoder=ImageEncoderViT(img_size=img_size, patch_size=patch, embed_dim=dim, depth=1, num_heads=2,
-                                      out_chans=dim, use_rel_pos=True, window_size=0, global_attn_indexes=(0,)),
-        prompt_encoder=PromptEncoder(embed_dim=dim, image_embedding_size=(grid, grid),
-                                     input_image_size=(img_size, img_size), mask_in_chans=4),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=dim,
-                                 transformer=TwoWayTransformer(depth=1, embedding_dim=dim, mlp_dim=64, num_heads=2),
-                                 iou_head_depth=1, iou_head_hidden_dim=16),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
-    )
-    return sam.eval()
 
 
 def _frames() -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +52,7 @@ def test_mask_shape_and_dtype(sa: types.ModuleType, prompt: dict[str, Any]) -> N
 def sa_masker(sa: types.ModuleType, **kwargs: Any) -> Any:
     from protoinspect.sdk.stages.sam_masker import SamMasker
 
-    return SamMasker(None, sam_model=_tiny_sam(sa), **kwargs)
+    return SamMasker(None, sam_model=tiny_sam(sa), **kwargs)
 
 
 def test_color_order_converts_to_rgb(sa: types.ModuleType) -> None:
@@ -152,11 +94,11 @@ def test_prompt_and_checkpoint_errors(sa: types.ModuleType, tmp_path: Path) -> N
     from protoinspect.sdk.stages.sam_masker import SamMasker
 
     with pytest.raises(ConfigError, match="prompt"):
-        SamMasker(None, sam_model=_tiny_sam(sa))
+        SamMasker(None, sam_model=tiny_sam(sa))
     for bad in ({"box_xyxy": (5, 5, 2, 9)}, {"box_xyxy": (1, 2, 3)}, {"points": []},
                 {"points": [(1, 2)], "point_labels": [2]}, {"box_xyxy": (0, 0, 4, 4), "color_order": "BGR"}):
         with pytest.raises(ConfigError):
-            SamMasker(None, sam_model=_tiny_sam(sa), **bad)
+            SamMasker(None, sam_model=tiny_sam(sa), **bad)
     missing = tmp_path / "nope.pth"
     with pytest.raises(ConfigError, match="nope.pth"):
         SamMasker(str(missing), box_xyxy=(0, 0, 4, 4))
@@ -171,16 +113,15 @@ def test_checkpoint_route_through_registry(sa: types.ModuleType, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The real vit_b/l/h builders are too big for a unit test, so a tiny builder is registered."""
     import torch
-
     from protoinspect.sdk.stages.sam_masker import SamMasker
 
-    ref = _tiny_sam(sa)
+    ref = tiny_sam(sa)
     ckpt = tmp_path / "tiny_sam.pth"
     torch.save(ref.state_dict(), ckpt)
 
     def build_tiny(checkpoint: str | None = None) -> Any:
         torch.manual_seed(123)  # different init: the weights must come from the checkpoint
-        sam = _tiny_sam(sa)
+        sam = tiny_sam(sa)
         for p in sam.parameters():
             torch.nn.init.normal_(p)
         sam.load_state_dict(torch.load(checkpoint, map_location="cpu"))
