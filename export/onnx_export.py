@@ -304,9 +304,9 @@ def export_detector_onnx(
 
 def _read_frames(paths: Sequence[str]) -> list[np.ndarray]:
     """Images named on the command line, as BGR frames (what a camera gives the Inspector)."""
-    from protoinspect.sdk.sources import read_image
+    from protoinspect.sdk.sources import read_frame
 
-    return [read_image(Path(p)) for p in paths]
+    return [read_frame(Path(p)) for p in paths]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

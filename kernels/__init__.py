@@ -8,9 +8,10 @@ Public names resolve lazily, on first use::
 
 Modules: ``attention_reference`` (the PyTorch specification of both ops), ``prototype_attention_kernel`` and
 ``region_guided_attention_kernel`` (the ``@triton.jit`` kernels and their launchers),
-``prototype_attention_backward``, ``launch_checks``, ``autotune_tiles``, ``mma``, ``triton_loader`` and
-``errors``. Without triton installed, resolving a launcher raises :class:`TritonNotInstalledError` (an
-``ImportError`` naming ``pip install "protoinspect[triton]"``); the references and the error types need no triton.
+``prototype_attention_backward``, ``attention_tiles`` (tile plumbing every kernel body shares),
+``launch_checks``, ``autotune_tiles``, ``mma``, ``triton_loader`` and ``errors``. Without triton installed,
+resolving a launcher raises :class:`TritonNotInstalledError` (an ``ImportError`` naming
+``pip install "protoinspect[triton]"``); the references and the error types need no triton.
 The kernels depend on torch, triton and the standard library only.
 """
 

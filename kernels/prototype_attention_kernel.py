@@ -18,7 +18,16 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from protoinspect.kernels.autotune_tiles import FWD_TILES, INTERPRET_CONFIGS, gpu_configs
+from protoinspect.kernels.attention_tiles import (
+    key_block,
+    load_rows,
+    program_block,
+    softmax_state,
+    softmax_step,
+    store_rows,
+    tile_grid,
+)
+from protoinspect.kernels.autotune_tiles import FWD_TILES, forward_tile_filter, tile_autotune
 from protoinspect.kernels.errors import KernelInputError
 from protoinspect.kernels.launch_checks import (
     LOG2E,
@@ -33,37 +42,18 @@ from protoinspect.kernels.launch_checks import (
 )
 from protoinspect.kernels.mma import mma
 from protoinspect.kernels.prototype_attention_backward import prototype_attention_bwd
-from protoinspect.kernels.triton_loader import import_triton, interpreter_requested, is_interpreted
+from protoinspect.kernels.triton_loader import import_triton, is_interpreted
 
 triton, tl = import_triton()
 
 _OP = "prototype_attention"
 
 
-# -- autotune configs ------------------------------------------------------------------------------------
-_FWD_CONFIGS_GPU = gpu_configs(FWD_TILES)
-_FWD_CONFIGS_INTERPRET = INTERPRET_CONFIGS
+#: autotune pruning: the query block is bounded by N (the M prototypes may take any block)
+keep_config = forward_tile_filter(keys_are_tokens=False)
 
 
-def keep_config(conf: triton.Config, n: int, head_dim_pad: int) -> bool:
-    """Drop query blocks much larger than N, and large tiles at D = 256 (registers / shared memory)."""
-    block_n, block_m = conf.kwargs["BLOCK_N"], conf.kwargs["BLOCK_M"]
-    if block_n > max(32, triton.next_power_of_2(n)):
-        return False
-    return head_dim_pad < 256 or (block_n <= 64 and block_m <= 64)
-
-
-def _prune_configs(configs: list, named_args: dict, **kwargs) -> list:
-    args = {**named_args, **kwargs}
-    kept = [c for c in configs if keep_config(c, args["N"], args["HEAD_DIM_PAD"])]
-    return kept or configs[:1]
-
-
-@triton.autotune(
-    configs=_FWD_CONFIGS_INTERPRET if interpreter_requested() else _FWD_CONFIGS_GPU,
-    key=["N", "M", "HEAD_DIM"],
-    prune_configs_by={"early_config_prune": _prune_configs},
-)
+@tile_autotune(FWD_TILES, key=["N", "M", "HEAD_DIM"], keep=keep_config)
 @triton.jit
 def _prototype_attention_fwd_kernel(
     Q, K, V, Out, Lse,
@@ -75,45 +65,23 @@ def _prototype_attention_fwd_kernel(
     HEAD_DIM_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
-    off_b = pid_bh // H
-    off_h = pid_bh % H
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    pid_bh, off_b, off_h, offs_n, mask_n, offs_d, mask_d = program_block(H, N, HEAD_DIM, BLOCK_N, HEAD_DIM_PAD)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    mask_n = offs_n < N
-    mask_d = offs_d < HEAD_DIM
-
-    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_n[:, None] * stride_qn + offs_d[None, :] * stride_qd
-    q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0)  # BLOCK_N x HEAD_DIM_PAD
+    row_mask = mask_n[:, None] & mask_d[None, :]
+    q = load_rows(Q + off_b * stride_qb + off_h * stride_qh, offs_n, stride_qn, offs_d, stride_qd, row_mask)
     k_base = K + off_b * stride_kb + off_h * stride_kh  # stride_kb = 0: prototypes shared by the batch
     v_base = V + off_b * stride_vb + off_h * stride_vh
 
-    m_i = tl.full([BLOCK_N], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_N], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
+    m_i, l_i, acc = softmax_state(BLOCK_N, HEAD_DIM_PAD)
     for start_m in range(0, M, BLOCK_M):
-        cols = start_m + offs_m
-        mask_m = cols < M
-        kv_mask = mask_m[:, None] & mask_d[None, :]
-        k = tl.load(k_base + cols[:, None] * stride_km + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vm + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-        # -- logits in log2 units; every block has >= 1 valid prototype, so m_new stays finite --------
+        mask_m, k, v = key_block(k_base, v_base, start_m + offs_m, M, stride_km, stride_kd, stride_vm, stride_vd,
+                                 offs_d, mask_d)
+        # logits in log2 units; every block has >= 1 valid prototype, so the running max stays finite
         s = mma(q, tl.trans(k), None, DOT_PRECISION, DOT_UPCAST) * qk_scale  # BLOCK_N x BLOCK_M
         s = tl.where(mask_m[None, :], s, float("-inf"))
-        # -- update m_i, l_i and rescale the accumulator ---------------------------------------------
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = mma(p.to(v.dtype), v, acc, DOT_PRECISION, DOT_UPCAST)
-        m_i = m_new
-    # -- epilogue ----------------------------------------------------------------------------------------
-    acc = acc / l_i[:, None]
-    o_ptrs = Out + off_b * stride_ob + off_h * stride_oh + offs_n[:, None] * stride_on + offs_d[None, :] * stride_od
-    tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=mask_n[:, None] & mask_d[None, :])
+        m_i, l_i, acc = softmax_step(s, v, m_i, l_i, acc, DOT_PRECISION, DOT_UPCAST)
+    store_rows(Out + off_b * stride_ob + off_h * stride_oh, offs_n, stride_on, offs_d, stride_od,
+               acc / l_i[:, None], row_mask)
     tl.store(Lse + pid_bh * N + offs_n, m_i + tl.log2(l_i), mask=mask_n)  # log2 units
 
 
@@ -147,11 +115,8 @@ def _prototype_attention_fwd(
     if out.numel() == 0:
         return out, lse
 
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(n, meta["BLOCK_N"]), b * h
-
     with device_guard(q.device):
-        _prototype_attention_fwd_kernel[grid](
+        _prototype_attention_fwd_kernel[tile_grid(n, b * h)](
             q, k, v, out, lse,
             *q.stride(), *strides4(k), *strides4(v), *out.stride(),
             h, n, m, d, scale * LOG2E,

@@ -17,7 +17,16 @@ from __future__ import annotations
 
 import torch
 
-from protoinspect.kernels.autotune_tiles import FWD_TILES, INTERPRET_CONFIGS, gpu_configs
+from protoinspect.kernels.attention_tiles import (
+    key_block,
+    load_rows,
+    program_block,
+    softmax_state,
+    softmax_step,
+    store_rows,
+    tile_grid,
+)
+from protoinspect.kernels.autotune_tiles import FWD_TILES, forward_tile_filter, tile_autotune
 from protoinspect.kernels.errors import KernelBackwardUnsupportedError
 from protoinspect.kernels.launch_checks import (
     LOG2E,
@@ -31,37 +40,18 @@ from protoinspect.kernels.launch_checks import (
     shape_error,
 )
 from protoinspect.kernels.mma import mma
-from protoinspect.kernels.triton_loader import import_triton, interpreter_requested, is_interpreted
+from protoinspect.kernels.triton_loader import import_triton, is_interpreted
 
 triton, tl = import_triton()
 
 _OP = "region_guided_attention"
 
 
-# -- autotune configs: BLOCK_N query rows, BLOCK_M keys ------------------------------------------------------
-_FWD_CONFIGS_GPU = gpu_configs(FWD_TILES)
-_FWD_CONFIGS_INTERPRET = INTERPRET_CONFIGS
+#: autotune pruning: query and key blocks are both bounded by N (the keys are the N tokens)
+keep_config = forward_tile_filter(keys_are_tokens=True)
 
 
-def keep_config(conf: triton.Config, n: int, head_dim_pad: int) -> bool:
-    """Drop blocks much larger than N, and large tiles at D = 256 (registers / shared memory)."""
-    block_n, block_m = conf.kwargs["BLOCK_N"], conf.kwargs["BLOCK_M"]
-    if max(block_n, block_m) > max(32, triton.next_power_of_2(n)):
-        return False
-    return head_dim_pad < 256 or (block_n <= 64 and block_m <= 64)
-
-
-def _prune_configs(configs: list, named_args: dict, **kwargs) -> list:
-    args = {**named_args, **kwargs}
-    kept = [c for c in configs if keep_config(c, args["N"], args["HEAD_DIM_PAD"])]
-    return kept or configs[:1]
-
-
-@triton.autotune(
-    configs=_FWD_CONFIGS_INTERPRET if interpreter_requested() else _FWD_CONFIGS_GPU,
-    key=["N", "HEAD_DIM"],
-    prune_configs_by={"early_config_prune": _prune_configs},
-)
+@tile_autotune(FWD_TILES, key=["N", "HEAD_DIM"], keep=keep_config)
 @triton.jit
 def _region_guided_attention_fwd_kernel(
     Q, K, V, Bias, Out,
@@ -74,51 +64,29 @@ def _region_guided_attention_fwd_kernel(
     HEAD_DIM_PAD: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_UPCAST: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
-    off_b = pid_bh // H
-    off_h = pid_bh % H
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    _, off_b, off_h, offs_n, mask_n, offs_d, mask_d = program_block(H, N, HEAD_DIM, BLOCK_N, HEAD_DIM_PAD)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM_PAD)
-    mask_n = offs_n < N
-    mask_d = offs_d < HEAD_DIM
+    row_mask = mask_n[:, None] & mask_d[None, :]
     biased = (offs_n >= ROW_START) & (offs_n < ROW_STOP)  # BLOCK_N: rows that get the bias
-
-    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_n[:, None] * stride_qn + offs_d[None, :] * stride_qd
-    q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0)  # BLOCK_N x HEAD_DIM_PAD
+    q = load_rows(Q + off_b * stride_qb + off_h * stride_qh, offs_n, stride_qn, offs_d, stride_qd, row_mask)
     k_base = K + off_b * stride_kb + off_h * stride_kh
     v_base = V + off_b * stride_vb + off_h * stride_vh
     bias_base = Bias + off_b * stride_bb + off_h * stride_bh
 
-    m_i = tl.full([BLOCK_N], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_N], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_N, HEAD_DIM_PAD], dtype=tl.float32)
+    m_i, l_i, acc = softmax_state(BLOCK_N, HEAD_DIM_PAD)
     for start_m in range(0, N, BLOCK_M):
         cols = start_m + offs_m
-        mask_m = cols < N
-        kv_mask = mask_m[:, None] & mask_d[None, :]
-        k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+        mask_m, k, v = key_block(k_base, v_base, cols, N, stride_kn, stride_kd, stride_vn, stride_vd, offs_d, mask_d)
         key_bias = tl.load(bias_base + cols * stride_bn, mask=mask_m, other=0.0).to(tl.float32)
         key_bias = key_bias * 1.4426950408889634  # log2(e): the logits are in log2 units
-        # -- logits in log2 units, bias on the guided rows, -inf past the last key -----------------------
+        # logits in log2 units, bias on the guided rows, -inf past the last key
         s = mma(q, tl.trans(k), None, DOT_PRECISION, DOT_UPCAST) * qk_scale  # BLOCK_N x BLOCK_M
         s = tl.where(biased[:, None], s + key_bias[None, :], s)
         s = tl.where(mask_m[None, :], s, float("-inf"))
-        # -- update m_i, l_i; a row with only -inf so far keeps p = 0 and alpha = 0 (no NaN) --------------
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = mma(p.to(v.dtype), v, acc, DOT_PRECISION, DOT_UPCAST)
-        m_i = m_new
-    # -- epilogue: l_i = 0 (every key -inf) gives NaN like the reference -----------------------------------
-    acc = acc / l_i[:, None]
-    o_ptrs = Out + off_b * stride_ob + off_h * stride_oh + offs_n[:, None] * stride_on + offs_d[None, :] * stride_od
-    tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=mask_n[:, None] & mask_d[None, :])
+        m_i, l_i, acc = softmax_step(s, v, m_i, l_i, acc, DOT_PRECISION, DOT_UPCAST)
+    # l_i = 0 (every key -inf) gives NaN like the reference
+    store_rows(Out + off_b * stride_ob + off_h * stride_oh, offs_n, stride_on, offs_d, stride_od,
+               acc / l_i[:, None], row_mask)
 
 
 _INTERPRETED = is_interpreted(_region_guided_attention_fwd_kernel)
@@ -168,11 +136,8 @@ def region_guided_attention(
     if bias.shape[1] == 1:
         stride_bh = 0
 
-    def grid(meta: dict) -> tuple[int, int]:
-        return triton.cdiv(n, meta["BLOCK_N"]), b * h
-
     with device_guard(q.device):
-        _region_guided_attention_fwd_kernel[grid](
+        _region_guided_attention_fwd_kernel[tile_grid(n, b * h)](
             q, k, v, bias, out,
             *q.stride(), *k.stride(), *v.stride(), stride_bb, stride_bh, stride_bn, *out.stride(),
             h, n, d, row_start, row_stop, scale * LOG2E,

@@ -177,9 +177,7 @@ def to_rgb(image: np.ndarray, color_order: ColorOrder) -> np.ndarray:
     Raises:
         InputError: not an HxW or HxWx3 uint8 array, or an unknown colour order.
     """
-    img = validate_frame(image)
-    if color_order not in ("rgb", "bgr"):
-        raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    img = _colour_image(image, color_order)
     if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2)
     return np.ascontiguousarray(img[:, :, ::-1] if color_order == "bgr" else img)
@@ -189,16 +187,22 @@ def to_gray(image: np.ndarray, color_order: ColorOrder) -> np.ndarray:
     """HxW gray or HxWx3 uint8 in ``color_order`` -> HxW uint8 gray (OpenCV's luma weights); gray is returned as is.
 
     Raises:
-        InputError: not an HxW or HxWx3 uint8 array, or an unknown colour order.
+        InputError: as :func:`to_rgb`.
     """
-    img = validate_frame(image)
-    if color_order not in ("rgb", "bgr"):
-        raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    img = _colour_image(image, color_order)
     if img.ndim == 2:
         return img
     cv2 = _cv2()
     code = cv2.COLOR_BGR2GRAY if color_order == "bgr" else cv2.COLOR_RGB2GRAY
     return cv2.cvtColor(img if img.flags.c_contiguous else np.ascontiguousarray(img), code)
+
+
+def _colour_image(image: np.ndarray, color_order: ColorOrder) -> np.ndarray:
+    """The colour conversions' checks: ``image`` validated as a frame, ``color_order`` one of 'rgb' and 'bgr'."""
+    img = validate_frame(image)
+    if color_order not in ("rgb", "bgr"):
+        raise InputError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+    return img
 
 
 def normalize(image_rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

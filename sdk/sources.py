@@ -41,8 +41,10 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read one image as HxWx3 uint8 BGR.
+def read_frame(path: Path) -> np.ndarray:
+    """Read one image file as a camera frame: HxWx3 uint8 BGR (gray files are expanded), what
+    :class:`~protoinspect.sdk.inspector.Inspector` takes with its default ``color_order``. Training reads
+    data-set images in the data set's mode instead (``protoinspect.training.image_io.read_dataset_image``).
 
     Raises:
         InputError: the file cannot be read or decoded (names the file).
@@ -107,12 +109,12 @@ def iter_frames(source: str | os.PathLike[str]) -> Iterator[tuple[str, np.ndarra
     path = Path(text)
     if path.is_dir():
         for image in list_images(path):
-            yield image.name, read_image(image)
+            yield image.name, read_frame(image)
         return
     if not path.is_file():
         raise InputError(f"source {text!r} does not exist (give an image, a folder, a video or a camera index)")
     if is_image_file(path):
-        yield path.name, read_image(path)
+        yield path.name, read_frame(path)
         return
     yield from _iter_capture(str(path), path.name)
 

@@ -25,8 +25,9 @@ from collections.abc import Iterator  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-#: fixtures shared by several test folders (the SAM fixture ``sa``)
-pytest_plugins = ("sam_fixtures",)
+#: fixtures shared by several test modules: the SAM fixture ``sa``; the data set fixtures ``mvtec``, ``mtd``;
+#: the fake-TensorRT fixtures ``fake_trt``, ``trt_engine_bundle``, ``trt_bundle``
+pytest_plugins = ("sam_fixtures", "dataset_builders", "fake_engine_bundles")
 
 # No torch import here: the ONNX Runtime runtime's tests must run where torch is not installed (Jetson).
 # torch is seeded and limited to one thread only when a test module has imported it.

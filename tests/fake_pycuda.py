@@ -2,7 +2,8 @@
 
 Device memory is a dict of numpy byte buffers keyed by a fake address; streams record CUDA-graph captures
 (``begin_capture`` / ``end_capture`` / ``instantiate`` / ``launch``); ``cuda.log`` records context pushes
-and pops, captures and graph launches so tests can assert on them.
+and pops, captures, graph launches and device -> host copies (``("dtoh", source address)``) so tests can
+assert on them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ _ADDR = itertools.count(0x1000, 0x100000)
 
 
 def make_cuda(compute_capability: tuple[int, int] = (8, 7), name: str = "Orin", devices: int = 1) -> types.ModuleType:
-    """A fake ``pycuda.driver``; ``cuda.log`` records pushes/pops, captures and launches."""
+    """A fake ``pycuda.driver``; ``cuda.log`` records pushes/pops, captures, launches and device -> host copies."""
     cuda = types.ModuleType("pycuda.driver")
     cuda.log = []  # type: ignore[attr-defined]
 
@@ -103,7 +104,12 @@ def make_cuda(compute_capability: tuple[int, int] = (8, 7), name: str = "Orin", 
     cuda.pagelocked_empty = lambda shape, dtype: np.empty(shape, dtype)  # type: ignore[attr-defined]
     cuda.memcpy_htod = _write  # type: ignore[attr-defined]
     cuda.memcpy_htod_async = lambda dst, src, stream=None: _write(dst, src)  # type: ignore[attr-defined]
-    cuda.memcpy_dtoh_async = lambda dst, src, stream=None: _read(dst, src)  # type: ignore[attr-defined]
+
+    def memcpy_dtoh_async(dst: np.ndarray, src: Any, stream: Any = None) -> None:
+        cuda.log.append(("dtoh", int(src)))
+        _read(dst, src)
+
+    cuda.memcpy_dtoh_async = memcpy_dtoh_async  # type: ignore[attr-defined]
     return cuda
 
 

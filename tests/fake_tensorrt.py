@@ -22,12 +22,14 @@ __all__ = ["MEMORY", "STREAMS", "install", "make_cuda", "make_trt", "real_tensor
 # ------------------------------------------------------------------------------------------- tensorrt
 def make_trt(version: str = "10.3.0", *, fast_fp16: bool = True, fast_int8: bool = True, dla_cores: int = 0,
              noise: float = 0.0) -> types.ModuleType:
-    """A fake ``tensorrt`` module of ``version``; ``trt.calls`` records builder calls; ``noise`` is added to
-    every engine output (to make parity fail)."""
+    """A fake ``tensorrt`` module of ``version``; ``trt.calls`` records builder calls, ``trt.contexts`` the
+    execution contexts (their ``addresses``: tensor name -> device address); ``noise`` is added to every
+    engine output (to make parity fail)."""
     major = int(version.split(".")[0])
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.calls = []  # type: ignore[attr-defined]
+    trt.contexts = []  # type: ignore[attr-defined]  # every execution context created, in order
     trt.float32, trt.float16, trt.uint8 = np.float32, np.float16, np.uint8  # type: ignore[attr-defined]
 
     flags = ["GPU_FALLBACK", "TF32"] + (["FP16", "INT8"] if major == 10 else [])
@@ -220,7 +222,8 @@ def make_trt(version: str = "10.3.0", *, fast_fp16: bool = True, fast_int8: bool
             return self.profile[name]
 
         def create_execution_context(self) -> ExecutionContext:
-            return ExecutionContext(self)
+            trt.contexts.append(ExecutionContext(self))
+            return trt.contexts[-1]
 
     class ExecutionContext:
         def __init__(self, engine: Engine) -> None:

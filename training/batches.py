@@ -9,7 +9,7 @@ import torch
 
 from protoinspect.sdk.preprocess import PreprocessSpec, normalize, resize_to_rgb
 from protoinspect.training.pseudo_anomalies import synthesize_anomaly
-from protoinspect.training.datasets import Sample, read_image
+from protoinspect.training.datasets import Sample, read_dataset_image
 
 
 def load_resized(samples: Sequence[Sample], channels: str, spec: PreprocessSpec, progress: bool = False) -> np.ndarray:
@@ -22,7 +22,7 @@ def load_resized(samples: Sequence[Sample], channels: str, spec: PreprocessSpec,
 
         it = tqdm(samples, desc="loading images", unit="img", leave=False)
     for i, s in enumerate(it):
-        out[i] = resize_to_rgb(read_image(s.image_path, channels), spec, color_order="rgb")
+        out[i] = resize_to_rgb(read_dataset_image(s.image_path, channels), spec, color_order="rgb")
     return out
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from protoinspect.sdk.bundle import load_bundle
 from protoinspect.sdk.errors import ProtoInspectError
 from protoinspect.training.datasets import load_dataset
-from protoinspect.training.image_io import probe_mode, read_image
+from protoinspect.training.image_io import probe_mode, read_dataset_image
 
 
 def training_data_frames(bundle: str | Path, per_dataset: int = 2) -> tuple[list[np.ndarray], list[str]]:
@@ -33,6 +33,6 @@ def training_data_frames(bundle: str | Path, per_dataset: int = 2) -> tuple[list
         picks = [s for s in ds.test if s.label == 1][: per_dataset - per_dataset // 2]
         picks += [s for s in ds.test if s.label == 0][: per_dataset // 2] or ds.train[: per_dataset // 2]
         found = [str(s.image_path) for s in picks]
-        frames += [read_image(p, probe_mode(p)) for p in found]
+        frames += [read_dataset_image(p, probe_mode(p)) for p in found]
         paths += found
     return frames, paths

@@ -9,7 +9,7 @@ Typical use::
     ds = load_dataset("/data/mvtec/tile")       # lists files only (fast)
     validate_dataset(ds)                         # opens every image and mask once; raises on the first problem
     print(summarize(ds))
-    img = read_image(ds.test[0].image_path, ds.channels)
+    img = read_dataset_image(ds.test[0].image_path, ds.channels)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from protoinspect.training.image_io import (
     CHANNEL_MODES,
     IMAGE_EXTENSIONS,
     check_file_header,
-    read_image,
+    read_dataset_image,
     read_mask,
 )
 
@@ -38,7 +38,7 @@ __all__ = [
     "Sample",
     "detect_format",
     "load_dataset",
-    "read_image",
+    "read_dataset_image",
     "read_mask",
     "summarize",
     "validate_dataset",
@@ -77,7 +77,7 @@ def _check_structure(ds: Dataset) -> None:
 
 def _pixel_checker(channels: str) -> Callable[[Sample], None]:
     def check(s: Sample) -> None:
-        image = read_image(s.image_path, channels)
+        image = read_dataset_image(s.image_path, channels)
         if s.mask_path is not None:
             read_mask(s.mask_path, image.shape[:2], image_path=s.image_path)
 

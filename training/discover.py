@@ -35,7 +35,7 @@ from protoinspect.training.dataset_layout import Sample
 from protoinspect.training.discover_report import write_gallery
 from protoinspect.training.discovery_config import DiscoveryTrainConfig
 from protoinspect.training.discovery_data import DetectedImages, build_discovery_images, forward_detector
-from protoinspect.training.image_io import is_image_name, probe_mode, read_image
+from protoinspect.training.image_io import is_image_name, probe_mode, read_dataset_image
 from protoinspect.training.kmeans import estimate_num_classes, spherical_kmeans
 from protoinspect.training.train_detector import serialize_weights
 from protoinspect.training.train_discovery import CLASSIFIER_FILE, predict_images
@@ -111,7 +111,7 @@ def discover(source: str | Path, bundle: str | Path, *, images_dir: str | Path |
     paths = list_sources(source, images_dir)
     if not paths:
         raise InputError(f"{source}: no images")
-    images = np.stack([resize_to_rgb(read_image(p, probe_mode(p)), spec, "rgb") for p in paths])
+    images = np.stack([resize_to_rgb(read_dataset_image(p, probe_mode(p)), spec, "rgb") for p in paths])
     maps, scores, _ = forward_detector(net, images, spec)
     flagged = [i for i in range(len(paths)) if scores[i] >= float(b.manifest.thresholds["image"])]
     samples = tuple(Sample(p, 1, "unknown", None) for p in paths)

@@ -26,7 +26,7 @@ from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import InputError, ProtoInspectError
 from protoinspect.sdk.models.loading import load_detector_net
 from protoinspect.sdk.preprocess import normalize, resize_gt_mask, resize_to_rgb
-from protoinspect.training.datasets import Dataset, load_dataset, read_image, read_mask
+from protoinspect.training.datasets import Dataset, load_dataset, read_dataset_image, read_mask
 from protoinspect.training.metrics import image_metrics, pixel_metrics
 
 METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "aupro")
@@ -50,7 +50,7 @@ def predict_dataset(net: torch.nn.Module, ds: Dataset, spec: Any, batch: int = 1
         chunk = ds.test[start : start + batch]
         inputs = []
         for j, s in enumerate(chunk):
-            image = read_image(s.image_path, ds.channels)
+            image = read_dataset_image(s.image_path, ds.channels)
             inputs.append(normalize(resize_to_rgb(image, spec, color_order="rgb"), spec))
             if s.mask_path is not None:
                 masks[start + j] = resize_gt_mask(read_mask(s.mask_path, image.shape[:2], s.image_path), (h, w))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from protoinspect.sdk.errors import ConfigError, DatasetError
+from protoinspect.sdk.preprocess import to_rgb
 
 #: File extensions (lower case) treated as images; any other file in a dataset folder is ignored.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -128,7 +129,7 @@ def _check_channels(channels: str) -> None:
         raise ConfigError(msg)
 
 
-def read_image(path: str | Path, channels: str) -> np.ndarray:
+def read_dataset_image(path: str | Path, channels: str) -> np.ndarray:
     """Read a dataset image in the dataset's mode.
 
     Args:
@@ -156,8 +157,7 @@ def read_image(path: str | Path, channels: str) -> np.ndarray:
         raise DatasetError(msg)
     if mode == "gray":
         return arr if arr.ndim == 2 else np.ascontiguousarray(arr[:, :, 0])
-    cv2 = _cv2()
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    return to_rgb(arr, "bgr")
 
 
 def read_mask(path: str | Path, shape: tuple[int, int], image_path: str | Path | None = None) -> np.ndarray:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from types import TracebackType
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from protoinspect.sdk.backends.runtime_lifecycle import RuntimeLifecycle
 from protoinspect.sdk.bundle import Bundle, load_bundle
-from protoinspect.sdk.errors import BackendError, ConfigError, InputError
+from protoinspect.sdk.errors import ConfigError, InputError
 
 #: Name of the detector graph's only input and of its outputs (the contract of ``detector.onnx``).
 DETECTOR_INPUT = "image"
@@ -104,15 +104,13 @@ class Backend(Protocol):
         ...
 
 
-class BackendBase(ABC):
+class BackendBase(RuntimeLifecycle):
     """Shared part of the concrete backends: input validation, closed state, context manager.
 
     Subclasses set ``name`` (class attribute), call :meth:`_init_base` and implement :meth:`_run`,
     :meth:`_release` and :meth:`describe`.
     """
 
-    name: ClassVar[str] = ""
-    device: str
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     image_size: tuple[int, int]
@@ -125,12 +123,7 @@ class BackendBase(ABC):
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
         self.image_size = tuple(bundle.manifest.preprocess_spec.image_size)  # type: ignore[assignment]
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return getattr(self, "_closed", True)
+        self._open()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Execute the graph on one batch.
@@ -161,9 +154,7 @@ class BackendBase(ABC):
         return self._run_lazy(self._checked(inputs))
 
     def _checked(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.closed:
-            msg = f"{type(self).__name__} ({self.name}, {self.device}) is closed: create a new backend to run again"
-            raise BackendError(msg)
+        self._require_open()
         return check_inputs(inputs, self.input_names, self.image_size)
 
     @abstractmethod
@@ -173,27 +164,6 @@ class BackendBase(ABC):
     def _run_lazy(self, inputs: dict[str, np.ndarray]) -> GraphOutputs:
         """Execute validated inputs, deferring the host copies; default: :meth:`_run`, nothing deferred."""
         return GraphOutputs.ready(self._run(inputs))
-
-    @abstractmethod
-    def _release(self) -> None:
-        """Drop the runtime objects (called once by :meth:`close`)."""
-
-    @abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """Versions, device / providers and the model file's sha256, JSON-safe."""
-
-    def close(self) -> None:
-        """Release the runtime objects; idempotent. ``run`` afterwards raises :class:`BackendError`."""
-        if not self.closed:
-            self._closed = True
-            self._release()
-
-    def __enter__(self) -> BackendBase:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -9,15 +9,15 @@ fraction of anomalous and of object pixels) and returns ``embedding`` (n x D uni
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from protoinspect.sdk.backends.runtime_lifecycle import RuntimeLifecycle
 from protoinspect.sdk.bundle import Bundle
-from protoinspect.sdk.errors import BackendError, BundleError, InputError
+from protoinspect.sdk.errors import BundleError, InputError
 
 CLASSIFIER_ONNX_FILE = "classifier.onnx"
 CLASSIFIER_INPUTS = ("tokens", "regions")
@@ -63,15 +63,13 @@ def check_classifier_inputs(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-class ClassifierBackendBase(ABC):
+class ClassifierBackendBase(RuntimeLifecycle):
     """Shared part of the classifier runtimes: input checks, closed state, context manager.
 
     Subclasses set ``name`` and implement :meth:`_run` (validated inputs -> ``{"logits": n x K}`` at
     least), :meth:`_release` and :meth:`describe`.
     """
 
-    name: ClassVar[str] = ""
-    device: str
     bundle: Bundle
     input_names: tuple[str, ...] = CLASSIFIER_INPUTS
     output_names: tuple[str, ...] = CLASSIFIER_OUTPUTS
@@ -79,12 +77,7 @@ class ClassifierBackendBase(ABC):
     def _init_base(self, bundle: Bundle, device: str) -> None:
         self.bundle = bundle
         self.device = device
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return getattr(self, "_closed", True)
+        self._open()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Classify n crops.
@@ -99,31 +92,9 @@ class ClassifierBackendBase(ABC):
             InputError: inputs that break the contract.
             BackendError: the runtime is closed or failed.
         """
-        if self.closed:
-            raise BackendError(f"{type(self).__name__} ({self.name}, {self.device}) is closed")
+        self._require_open()
         return self._run(check_classifier_inputs(inputs))
 
     @abstractmethod
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Execute validated inputs."""
-
-    @abstractmethod
-    def _release(self) -> None:
-        """Drop the runtime objects (called once by :meth:`close`)."""
-
-    @abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """Backend, device, model file, JSON-safe."""
-
-    def close(self) -> None:
-        """Release the runtime objects; idempotent."""
-        if not self.closed:
-            self._closed = True
-            self._release()
-
-    def __enter__(self) -> ClassifierBackendBase:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -18,25 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from protoinspect.sdk._imports import require
 from protoinspect.sdk.backends.base import (
     DETECTOR_FEATURES,
     DETECTOR_INPUT,
     DETECTOR_OUTPUTS,
     BackendBase,
+    GraphOutputs,
     as_bundle,
     onnx_file_name,
-    parse_device,
 )
-from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
-from protoinspect.sdk.backends.trt_sidecar import (
-    check_sidecar,
-    read_sidecar,
-    rebuild_command,
-    runtime_plugins,
-    select_engine,
-    sidecar_file_name,
-)
+from protoinspect.sdk.backends.trt_bundle_engine import BundleEngine, open_bundle_engine
+from protoinspect.sdk.backends.trt_sidecar import rebuild_command
 from protoinspect.sdk.bundle import Bundle
 from protoinspect.sdk.errors import BundleError
 
@@ -83,70 +75,63 @@ class TensorRTBackend(BackendBase):
                 (register it with ``trt_runtime.add_plugin_registrar`` first).
             BackendError: TensorRT cannot deserialize the engine or CUDA fails.
         """
-        trt = require("tensorrt")
-        cuda = require("pycuda.driver")
         bundle = as_bundle(bundle)
-        _, index = parse_device(device, ("cuda",))
-        file_name = onnx_file_name(bundle)
-        if file_name not in bundle.manifest.files:
-            raise BundleError(f"bundle {bundle.path} has no exported graph '{file_name}': run `protoinspect export "
-                              f"{bundle.path}`, then `{rebuild_command(bundle.path, 'fp16')}`")
-        gpu = CudaDevice(cuda, 0 if index is None else index)
-        try:
-            self._engine_file = select_engine(bundle.manifest.tensorrt, file_name, gpu.compute_capability,
-                                              bundle_dir=bundle.path, engine=engine)
-            sidecar_name = sidecar_file_name(self._engine_file)
-            self._sidecar = read_sidecar(bundle.read_bytes(sidecar_name), sidecar_name)
-            check_sidecar(self._sidecar, bundle_dir=bundle.path, tensorrt_version=trt.__version__,
-                          compute_capability=gpu.compute_capability,
-                          onnx_sha256=str(bundle.manifest.files[file_name]["sha256"]))
-            self._runner = EngineRunner(trt, cuda, gpu, bundle.read_bytes(self._engine_file),
-                                        cuda_graph=cuda_graph, name=self._engine_file,
-                                        plugins=runtime_plugins(self._sidecar))
-            outputs = _check_contract(self._runner, bundle, self._engine_file)
-        except BaseException:
-            if getattr(self, "_runner", None) is not None:
-                self._runner.close()
-            gpu.release()
-            raise
-        self._gpu = gpu
-        self._trt_version = trt.__version__
-        self._init_base(bundle, device, (DETECTOR_INPUT,), outputs)
-        logger.info("TensorRT %s engine %s on %s (sm %s), batch %s..%s, cuda_graph=%s", trt.__version__,
-                    self._engine_file, gpu.name, gpu.compute_capability, *self._runner.batch_range, cuda_graph)
+        self._engine = open_bundle_engine(bundle, onnx_file_name(bundle), device, what="exported graph", engine=engine,
+                                          cuda_graph=cuda_graph, check=lambda opened: _check_contract(opened, bundle))
+        self._runner = self._engine.runner
+        self._init_base(bundle, device, (DETECTOR_INPUT,), tuple(s.name for s in self._runner.outputs))
+        logger.info("TensorRT %s engine %s on %s (sm %s), batch %s..%s, cuda_graph=%s", self._engine.tensorrt_version,
+                    self._engine.engine_file, self._engine.gpu.name, self._engine.gpu.compute_capability,
+                    *self._runner.batch_range, cuda_graph)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run in chunks of at most the profile's max batch, so any batch size works."""
         images = inputs[DETECTOR_INPUT]
         _, max_batch = self._runner.batch_range
         if images.shape[0] <= max_batch:
-            out = self._runner.run({DETECTOR_INPUT: images})
-            return {name: out[name] for name in self.output_names}
+            return self._runner.run({DETECTOR_INPUT: images})
         parts = [self._runner.run({DETECTOR_INPUT: images[i:i + max_batch]}) for i in range(0, len(images), max_batch)]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
 
+    def _run_lazy(self, inputs: dict[str, np.ndarray]) -> GraphOutputs:
+        """One run that copies the map and score to the host; ``features`` stays in the engine's device
+        buffer until read (valid until the next run). A batch beyond the profile's maximum runs in chunks
+        that reuse the buffers, so there every output is copied at once."""
+        images = inputs[DETECTOR_INPUT]
+        if images.shape[0] > self._runner.batch_range[1]:
+            return GraphOutputs.ready(self._run(inputs))
+        now = [name for name in self.output_names if name != DETECTOR_FEATURES]
+        host = self._runner.run({DETECTOR_INPUT: images}, outputs=now)
+        run = self._runner.runs
+
+        def fetch(name: str) -> np.ndarray:
+            return host[name] if name in host else self._runner.fetch(name, run)
+
+        return GraphOutputs(self.output_names, fetch)
+
     def _release(self) -> None:
-        self._runner.close()
-        self._gpu.release()
+        self._engine.close()
 
     def describe(self) -> dict[str, Any]:
         """What runs where, JSON-safe: backend, device, GPU, TensorRT version, engine file and its sidecar's
         precision / profile / DLA core / build time, bundle id, I/O names, image size, cuda_graph, closed."""
         lo, hi = self._runner.batch_range
+        engine, sidecar = self._engine, self._engine.sidecar
         return {
-            "backend": self.name, "device": self.device, "gpu": self._gpu.name,
-            "compute_capability": self._gpu.compute_capability, "tensorrt": self._trt_version,
-            "engine_file": self._engine_file, "precision": self._sidecar["precision"],
-            "dla_core": self._sidecar["dla_core"], "batch_range": [lo, hi], "built_utc": self._sidecar["built_utc"],
-            "model_file": self._sidecar["onnx_file"], "model_sha256": self._sidecar["onnx_sha256"],
+            "backend": self.name, "device": self.device, "gpu": engine.gpu.name,
+            "compute_capability": engine.gpu.compute_capability, "tensorrt": engine.tensorrt_version,
+            "engine_file": engine.engine_file, "precision": sidecar["precision"],
+            "dla_core": sidecar["dla_core"], "batch_range": [lo, hi], "built_utc": sidecar["built_utc"],
+            "model_file": sidecar["onnx_file"], "model_sha256": sidecar["onnx_sha256"],
             "bundle_id": self.bundle.manifest.bundle_id, "bundle_path": str(self.bundle.path),
             "input_names": list(self.input_names), "output_names": list(self.output_names),
             "image_size": list(self.image_size), "cuda_graph": self._runner.cuda_graph, "closed": self.closed,
         }
 
 
-def _check_contract(runner: EngineRunner, bundle: Bundle, engine_file: str) -> tuple[str, ...]:
-    """The engine's output names, after checking its I/O against the detector contract and the bundle's size."""
+def _check_contract(engine: BundleEngine, bundle: Bundle) -> None:
+    """Check the engine's I/O against the detector contract and the bundle's model size."""
+    runner, engine_file = engine.runner, engine.engine_file
     h, w = bundle.manifest.preprocess_spec.image_size
     names = [s.name for s in runner.inputs]
     outputs = tuple(s.name for s in runner.outputs)
@@ -162,4 +147,3 @@ def _check_contract(runner: EngineRunner, bundle: Bundle, engine_file: str) -> t
     if problems:
         raise BundleError(f"engine {engine_file} does not match the detector contract ({'; '.join(problems)}): "
                           f"rebuild it with `{rebuild_command(bundle.path, 'fp16')}`")
-    return outputs

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from protoinspect.sdk._imports import require
-from protoinspect.sdk.backends.base import as_bundle, parse_device
+from protoinspect.sdk.backends.base import as_bundle
 from protoinspect.sdk.backends.classifier_base import (
     CLASSIFIER_INPUTS,
     CLASSIFIER_LOGITS,
@@ -23,15 +22,8 @@ from protoinspect.sdk.backends.classifier_base import (
     ClassifierBackendBase,
     require_classifier,
 )
-from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
-from protoinspect.sdk.backends.trt_sidecar import (
-    check_sidecar,
-    read_sidecar,
-    rebuild_command,
-    runtime_plugins,
-    select_engine,
-    sidecar_file_name,
-)
+from protoinspect.sdk.backends.trt_bundle_engine import BundleEngine, open_bundle_engine
+from protoinspect.sdk.backends.trt_sidecar import rebuild_command
 from protoinspect.sdk.bundle import Bundle
 from protoinspect.sdk.errors import BundleError
 
@@ -62,66 +54,46 @@ class TensorRTClassifier(ClassifierBackendBase):
             MissingPluginError: a plugin the engine needs is not registered.
             BackendError: TensorRT cannot deserialize the engine or CUDA fails.
         """
-        trt = require("tensorrt")
-        cuda = require("pycuda.driver")
         bundle = as_bundle(bundle)
         require_classifier(bundle)
-        _, index = parse_device(device, ("cuda",))
-        if CLASSIFIER_ONNX_FILE not in bundle.manifest.files:
-            raise BundleError(f"bundle {bundle.path} has no {CLASSIFIER_ONNX_FILE}: run `protoinspect export "
-                              f"{bundle.path}`, then `{rebuild_command(bundle.path, 'fp16')}`")
-        gpu = CudaDevice(cuda, 0 if index is None else index)
-        self._runner: EngineRunner | None = None
-        try:
-            self._engine_file = select_engine(bundle.manifest.tensorrt, CLASSIFIER_ONNX_FILE, gpu.compute_capability,
-                                              bundle_dir=bundle.path, engine=engine)
-            sidecar_name = sidecar_file_name(self._engine_file)
-            self._sidecar = read_sidecar(bundle.read_bytes(sidecar_name), sidecar_name)
-            check_sidecar(self._sidecar, bundle_dir=bundle.path, tensorrt_version=trt.__version__,
-                          compute_capability=gpu.compute_capability,
-                          onnx_sha256=str(bundle.manifest.files[CLASSIFIER_ONNX_FILE]["sha256"]))
-            self._runner = EngineRunner(trt, cuda, gpu, bundle.read_bytes(self._engine_file), name=self._engine_file,
-                                        plugins=runtime_plugins(self._sidecar))
-            names = sorted(s.name for s in self._runner.inputs)
-            outputs = [s.name for s in self._runner.outputs]
-            if names != sorted(CLASSIFIER_INPUTS) or CLASSIFIER_LOGITS not in outputs:
-                raise BundleError(f"engine {self._engine_file} takes {names} and gives {outputs}, expected "
-                                  f"{list(CLASSIFIER_INPUTS)} -> '{CLASSIFIER_LOGITS}': rebuild it with "
-                                  f"`{rebuild_command(bundle.path, str(self._sidecar['precision']))}`")
-        except BaseException:
-            if self._runner is not None:
-                self._runner.close()
-            gpu.release()
-            raise
-        self._gpu = gpu
+        self._engine = open_bundle_engine(bundle, CLASSIFIER_ONNX_FILE, device, what="classifier graph", engine=engine,
+                                          check=lambda opened: _check_contract(opened, bundle))
+        self._runner = self._engine.runner
         self._dtypes = {s.name: s.dtype for s in self._runner.inputs}
-        self._trt_version = trt.__version__
         self._init_base(bundle, device)
-        logger.info("TensorRT %s classifier engine %s on %s", trt.__version__, self._engine_file, gpu.name)
+        logger.info("TensorRT %s classifier engine %s on %s", self._engine.tensorrt_version, self._engine.engine_file,
+                    self._engine.gpu.name)
 
     @property
     def engine_file(self) -> str:
         """The bundle file of the engine in use."""
-        return self._engine_file
+        return self._engine.engine_file
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        assert self._runner is not None
         # the engine's own I/O types (float32, or float16 for a strongly typed fp16 build)
         feed = {n: inputs[n].astype(self._dtypes[n], copy=False) for n in CLASSIFIER_INPUTS}
         n = feed[CLASSIFIER_INPUTS[0]].shape[0]
         _, max_batch = self._runner.batch_range
-        parts = [self._runner.run({k: np.ascontiguousarray(v[i:i + max_batch]) for k, v in feed.items()})
-                 for i in range(0, n, max_batch)]
+        parts = [self._runner.run({k: np.ascontiguousarray(v[i:i + max_batch]) for k, v in feed.items()},
+                                  outputs=[CLASSIFIER_LOGITS]) for i in range(0, n, max_batch)]
         return {CLASSIFIER_LOGITS: np.concatenate([p[CLASSIFIER_LOGITS] for p in parts]).astype(np.float32)}
 
     def _release(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-        self._gpu.release()
+        self._engine.close()
 
     def describe(self) -> dict[str, Any]:
         """``backend``, ``device``, ``engine_file``, ``precision``, ``tensorrt``, ``batch_range``, ``closed``."""
-        lo, hi = self._runner.batch_range if self._runner is not None else (0, 0)
-        return {"backend": self.name, "device": self.device, "engine_file": self._engine_file,
-                "precision": self._sidecar["precision"], "tensorrt": self._trt_version, "batch_range": [lo, hi],
-                "closed": self.closed}
+        lo, hi = self._runner.batch_range
+        return {"backend": self.name, "device": self.device, "engine_file": self._engine.engine_file,
+                "precision": self._engine.sidecar["precision"], "tensorrt": self._engine.tensorrt_version,
+                "batch_range": [lo, hi], "closed": self.closed}
+
+
+def _check_contract(engine: BundleEngine, bundle: Bundle) -> None:
+    """Check that the engine takes ``tokens`` and ``regions`` and gives ``logits``."""
+    names = sorted(s.name for s in engine.runner.inputs)
+    outputs = [s.name for s in engine.runner.outputs]
+    if names != sorted(CLASSIFIER_INPUTS) or CLASSIFIER_LOGITS not in outputs:
+        raise BundleError(f"engine {engine.engine_file} takes {names} and gives {outputs}, expected "
+                          f"{list(CLASSIFIER_INPUTS)} -> '{CLASSIFIER_LOGITS}': rebuild it with "
+                          f"`{rebuild_command(bundle.path, str(engine.sidecar['precision']))}`")

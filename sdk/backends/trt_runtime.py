@@ -4,9 +4,10 @@
 called from any thread); :class:`EngineRunner` deserializes an engine, allocates a device buffer and a
 page-locked host buffer per I/O tensor at the optimisation profile's maximum shape, and executes with
 ``IExecutionContext.execute_async_v3`` on its own stream: inputs are copied host -> device
-asynchronously, the engine is enqueued (or its captured CUDA graph launched), outputs are copied back
-and the stream is synchronised once. Used by :mod:`protoinspect.sdk.backends.trt_backend` and by the parity check
-of ``export/build_engine.py``.
+asynchronously, the engine is enqueued (or its captured CUDA graph launched), the requested outputs are
+copied back and the stream is synchronised once; the other outputs stay on the GPU until the next run, where
+``EngineRunner.fetch`` copies one when it is wanted. Used by :mod:`protoinspect.sdk.backends.trt_backend`,
+:mod:`protoinspect.sdk.backends.trt_classifier` and the parity check of ``export/build_engine.py``.
 
 The ``trt`` and ``cuda`` arguments are the imported ``tensorrt`` and ``pycuda.driver`` modules; they
 are passed in (never imported here) so that the module imports without either.
@@ -21,8 +22,9 @@ here: TensorRT embeds their kernels in the engine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -222,6 +224,9 @@ class EngineRunner:
         self.cuda_graph = bool(cuda_graph)
         self._graphs: dict[tuple[tuple[int, ...], ...], Any] = {}
         self._last_shapes: dict[str, tuple[int, ...]] = {}
+        self._output_shapes: dict[str, tuple[int, ...]] = {}
+        #: how many times :meth:`run` has started; :meth:`fetch` reads outputs of the latest run only
+        self.runs = 0
         ensure_plugins(trt, plugins, name=name)
         with device:
             self._logger = trt.Logger(trt.Logger.WARNING)
@@ -272,41 +277,81 @@ class EngineRunner:
                 raise InputError(f"{self.name} input '{spec.name}' has shape {arr.shape}, outside the engine's "
                                  f"optimisation profile (min {lo}, max {hi}); rebuild with a larger --max-batch")
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Execute once: input name -> array (shapes inside the profile) in, output name -> new array out.
+    def run(self, inputs: dict[str, np.ndarray], outputs: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Execute once: input name -> array (shapes inside the profile) in, output name -> new host array out.
+
+        Args:
+            inputs: every input of the engine, its dtype, a shape inside the profile.
+            outputs: the outputs to copy to the host now (default: all of them). The others stay in the
+                runner's device buffers, where :meth:`fetch` copies them later, until the next run.
 
         Raises:
-            InputError: missing / unexpected names, wrong dtype, a shape outside the profile.
+            InputError: missing / unexpected names, wrong dtype, a shape outside the profile, an unknown output.
             BackendError: closed, or TensorRT / CUDA failed.
         """
+        self._require_open()
+        self._check(inputs)
+        names = [s.name for s in self.outputs] if outputs is None else list(outputs)
+        unknown = sorted(set(names) - {s.name for s in self.outputs})
+        if unknown:
+            raise InputError(f"{self.name} has no outputs {unknown}; its outputs are {[s.name for s in self.outputs]}")
+        self.runs += 1  # from here on, outputs of earlier runs are gone
+        with self._cuda_errors("running"), self.device:
+            for spec in self.inputs:
+                arr = inputs[spec.name]
+                staged = self._host_buffers[spec.name].reshape(-1)[: arr.size].reshape(arr.shape)
+                np.copyto(staged, arr)
+                self._cuda.memcpy_htod_async(self._device_buffers[spec.name], staged, self.stream)
+                if self._last_shapes.get(spec.name) != arr.shape:
+                    if not self.context.set_input_shape(spec.name, arr.shape):
+                        raise BackendError(f"TensorRT rejected shape {arr.shape} for input '{spec.name}'")
+                    self._last_shapes[spec.name] = arr.shape
+            self._enqueue(tuple(inputs[s.name].shape for s in self.inputs))
+            self._output_shapes = {s.name: tuple(int(v) for v in self.context.get_tensor_shape(s.name))
+                                   for s in self.outputs}
+            return self._to_host(names)
+
+    def fetch(self, name: str, run: int) -> np.ndarray:
+        """Copy output ``name`` of run number ``run`` (:attr:`runs` right after that run) to the host.
+
+        Raises:
+            InputError: the engine has no output ``name``.
+            BackendError: closed; the runner has run again since (its buffers hold a later run's
+                outputs), or CUDA failed.
+        """
+        self._require_open()
+        if name not in self._output_shapes:
+            raise InputError(f"{self.name} has no output '{name}'; its outputs are {[s.name for s in self.outputs]}")
+        if run != self.runs:
+            raise BackendError(f"output '{name}' of run {run} of {self.name} is gone: the runner has run "
+                               f"{self.runs - run} more time(s) since; read outputs before the next run")
+        with self._cuda_errors("copying an output of"), self.device:
+            return self._to_host([name])[name]
+
+    def _require_open(self) -> None:
         if self.context is None:
             raise BackendError(f"{self.name} runner is closed")
-        self._check(inputs)
-        cuda, stream = self._cuda, self.stream
+
+    @contextlib.contextmanager
+    def _cuda_errors(self, doing: str) -> Iterator[None]:
+        """Turn what pycuda / tensorrt raise into :class:`BackendError`."""
         try:
-            with self.device:
-                for spec in self.inputs:
-                    arr = inputs[spec.name]
-                    staged = self._host_buffers[spec.name].reshape(-1)[: arr.size].reshape(arr.shape)
-                    np.copyto(staged, arr)
-                    cuda.memcpy_htod_async(self._device_buffers[spec.name], staged, stream)
-                    if self._last_shapes.get(spec.name) != arr.shape:
-                        if not self.context.set_input_shape(spec.name, arr.shape):
-                            raise BackendError(f"TensorRT rejected shape {arr.shape} for input '{spec.name}'")
-                        self._last_shapes[spec.name] = arr.shape
-                self._enqueue(tuple(inputs[s.name].shape for s in self.inputs))
-                results = {}
-                for spec in self.outputs:
-                    shape = tuple(int(v) for v in self.context.get_tensor_shape(spec.name))
-                    flat = self._host_buffers[spec.name].reshape(-1)[: int(np.prod(shape))]
-                    cuda.memcpy_dtoh_async(flat, self._device_buffers[spec.name], stream)
-                    results[spec.name] = (flat, shape)
-                stream.synchronize()
+            yield
         except (InputError, BackendError):
             raise
         except Exception as exc:  # noqa: BLE001 - pycuda / tensorrt raise their own types
-            raise BackendError(f"running {self.name} failed: {type(exc).__name__}: {exc}") from exc
-        return {name: flat.reshape(shape).copy() for name, (flat, shape) in results.items()}
+            raise BackendError(f"{doing} {self.name} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _to_host(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Copy the last run's outputs ``names`` device -> host on the stream (one synchronisation)."""
+        staged = {}
+        for name in names:
+            shape = self._output_shapes[name]
+            flat = self._host_buffers[name].reshape(-1)[: int(np.prod(shape))]
+            self._cuda.memcpy_dtoh_async(flat, self._device_buffers[name], self.stream)
+            staged[name] = (flat, shape)
+        self.stream.synchronize()
+        return {name: flat.reshape(shape).copy() for name, (flat, shape) in staged.items()}
 
     def _enqueue(self, key: tuple[tuple[int, ...], ...]) -> None:
         handle = self.stream.handle

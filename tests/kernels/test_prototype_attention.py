@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 
 import pytest
 import torch
@@ -16,8 +15,10 @@ if not (INTERPRET or torch.cuda.is_available()):
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
 from protoinspect.kernels.attention_reference import prototype_attention_reference
+from protoinspect.kernels.autotune_tiles import BWD_TILES, FWD_TILES, gpu_configs, pruner
 from protoinspect.kernels.errors import KernelDtypeError, KernelInputError
-from protoinspect.kernels.prototype_attention_kernel import PrototypeAttentionFunction, prototype_attention
+from protoinspect.kernels.prototype_attention_backward import keep_bwd_config
+from protoinspect.kernels.prototype_attention_kernel import PrototypeAttentionFunction, keep_config, prototype_attention
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -174,10 +175,8 @@ def test_dtype_error_is_a_type_error_and_a_value_error() -> None:
 @pytest.mark.parametrize("head_dim_pad", [16, 64, 256])
 def test_gpu_autotune_pruning_keeps_configs(n: int, head_dim_pad: int) -> None:
     """The GPU config lists (unused by the interpreter) prune to something launchable for every shape."""
-    fwd = sys.modules["protoinspect.kernels.prototype_attention_kernel"]
-    bwd = sys.modules["protoinspect.kernels.prototype_attention_backward"]
-    for configs, prune in ((fwd._FWD_CONFIGS_GPU, fwd._prune_configs), (bwd._BWD_CONFIGS_GPU, bwd._prune_bwd_configs)):
-        kept = prune(configs, {"N": n, "M": 67}, HEAD_DIM_PAD=head_dim_pad)
+    for configs, keep in ((gpu_configs(FWD_TILES), keep_config), (gpu_configs(BWD_TILES), keep_bwd_config)):
+        kept = pruner(keep)(configs, {"N": n, "M": 67}, HEAD_DIM_PAD=head_dim_pad)
         assert kept and all(c in configs for c in kept)
         assert any(c.kwargs["BLOCK_N"] == c.kwargs["BLOCK_M"] == 32 and c.num_stages == 1 for c in kept)
         if head_dim_pad == 256:

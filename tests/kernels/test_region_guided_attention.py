@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 
 import pytest
 import torch
@@ -17,8 +16,9 @@ if not (INTERPRET or torch.cuda.is_available()):
 pytest.importorskip("triton", reason="the triton extra is not installed")
 
 from protoinspect.kernels.attention_reference import region_guided_attention_reference
+from protoinspect.kernels.autotune_tiles import FWD_TILES, gpu_configs, pruner
 from protoinspect.kernels.errors import KernelBackwardUnsupportedError, KernelDtypeError, KernelInputError
-from protoinspect.kernels.region_guided_attention_kernel import region_guided_attention
+from protoinspect.kernels.region_guided_attention_kernel import keep_config, region_guided_attention
 
 DEVICE = "cpu" if INTERPRET else "cuda"
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -117,8 +117,7 @@ def test_strided_views(check_close) -> None:
 @pytest.mark.parametrize("head_dim_pad", [16, 64, 256])
 def test_gpu_autotune_pruning_keeps_configs(n: int, head_dim_pad: int) -> None:
     """The GPU config list (unused by the interpreter) prunes to something launchable for every shape."""
-    module = sys.modules["protoinspect.kernels.region_guided_attention_kernel"]
-    kept = module._prune_configs(module._FWD_CONFIGS_GPU, {"N": n}, HEAD_DIM_PAD=head_dim_pad)
+    kept = pruner(keep_config)(gpu_configs(FWD_TILES), {"N": n}, HEAD_DIM_PAD=head_dim_pad)
     assert kept and any(c.kwargs["BLOCK_N"] == c.kwargs["BLOCK_M"] == 32 and c.num_stages == 1 for c in kept)
     assert all(max(c.kwargs.values()) <= max(32, 1 << (n - 1).bit_length()) for c in kept)
 

@@ -6,9 +6,8 @@ from collections import Counter
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+from dataset_builders import H, W, make_mtd, make_mvtec, write_image, write_mask
 
 from protoinspect.sdk.errors import ConfigError, DatasetError
 from protoinspect.training.datasets import (
@@ -16,83 +15,10 @@ from protoinspect.training.datasets import (
     Sample,
     detect_format,
     load_dataset,
-    read_image,
+    read_dataset_image,
     summarize,
     validate_dataset,
 )
-
-
-H, W = 12, 16
-
-
-# ----------------------------------------------------------------------------- fixture builders
-
-
-def _img(path: Path, channels: str = "rgb", shape: tuple[int, int] = (H, W), value: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if channels == "rgb":
-        arr = np.zeros((*shape, 3), np.uint8)
-        arr[..., 0], arr[..., 1], arr[..., 2] = value, value // 2, value // 3  # B, G, R distinct
-    else:
-        arr = np.full(shape, value, np.uint8)
-    assert cv2.imwrite(str(path), arr)
-    return path
-
-
-def _mask(path: Path, shape: tuple[int, int] = (H, W)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    m = np.zeros(shape, np.uint8)
-    m[2:5, 3:7] = 255
-    assert cv2.imwrite(str(path), m)
-    return path
-
-
-def make_mvtec(
-    root: Path,
-    channels: str = "rgb",
-    n_train: int = 3,
-    n_good: int = 2,
-    defects: dict[str, int] | None = None,
-    mask_suffix: str = "_mask",
-) -> Path:
-    """ROOT/train/good, ROOT/test/{good,<type>}, ROOT/ground_truth/<type>/<stem><mask_suffix>.png"""
-    defects = {"crack": 2, "glue": 1} if defects is None else defects
-    for i in range(n_train):
-        _img(root / "train" / "good" / f"{i:03d}.png", channels)
-    for i in range(n_good):
-        _img(root / "test" / "good" / f"{i:03d}.png", channels)
-    for dtype, n in defects.items():
-        for i in range(n):
-            _img(root / "test" / dtype / f"{i:03d}.png", channels)
-            _mask(root / "ground_truth" / dtype / f"{i:03d}{mask_suffix}.png")
-    return root
-
-
-def make_mtd(root: Path, n_free: int = 5, n_train: int = 3, defects: dict[str, int] | None = None) -> Path:
-    """ROOT/MT_Free/Imgs/*.jpg(+png), ROOT/MT_<Type>/Imgs/*.jpg + .png, ROOT/train_normal_filenames.txt"""
-    defects = {"Blowhole": 2, "Crack": 1} if defects is None else defects
-    names = [f"exp1_num_{i}.jpg" for i in range(n_free)]
-    for name in names:
-        _img(root / "MT_Free" / "Imgs" / name, "gray")
-        _mask(root / "MT_Free" / "Imgs" / name.replace(".jpg", ".png"))
-    for dtype, n in defects.items():
-        for i in range(n):
-            _img(root / f"MT_{dtype}" / "Imgs" / f"exp2_num_{i}.jpg", "gray")
-            _mask(root / f"MT_{dtype}" / "Imgs" / f"exp2_num_{i}.png")
-    # listed in reverse order: the loader sorts
-    (root / "train_normal_filenames.txt").write_text("\n".join(reversed(names[:n_train])) + "\n")
-    (root / "SOURCE.md").write_text("not part of the dataset\n")
-    return root
-
-
-@pytest.fixture
-def mvtec(tmp_path: Path) -> Path:
-    return make_mvtec(tmp_path / "tile")
-
-
-@pytest.fixture
-def mtd(tmp_path: Path) -> Path:
-    return make_mtd(tmp_path / "mtd")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -123,37 +49,37 @@ def test_mvtec_loads_counts_labels_masks(mvtec: Path) -> None:
 
 def test_gray_mvtec_and_mixed_extensions(tmp_path: Path) -> None:
     root = make_mvtec(tmp_path / "gray", "gray", n_train=0, defects={"hole": 0})
-    _img(root / "train" / "good" / "a.PNG", "gray")
-    _img(root / "train" / "good" / "b.JPG", "gray")
-    _img(root / "train" / "good" / "c.bmp", "gray")
-    _img(root / "train" / "good" / "d.tiff", "gray")
-    _img(root / "train" / "good" / "e.jpeg", "gray")
-    _img(root / "test" / "hole" / "x.tif", "gray")
-    _mask(root / "ground_truth" / "hole" / "x_mask.PNG")
+    write_image(root / "train" / "good" / "a.PNG", "gray")
+    write_image(root / "train" / "good" / "b.JPG", "gray")
+    write_image(root / "train" / "good" / "c.bmp", "gray")
+    write_image(root / "train" / "good" / "d.tiff", "gray")
+    write_image(root / "train" / "good" / "e.jpeg", "gray")
+    write_image(root / "test" / "hole" / "x.tif", "gray")
+    write_mask(root / "ground_truth" / "hole" / "x_mask.PNG")
     ds = load_dataset(root)
     assert ds.channels == "gray"
     assert [s.image_path.name for s in ds.train] == ["a.PNG", "b.JPG", "c.bmp", "d.tiff", "e.jpeg"]
     assert ds.test[-1].mask_path is not None and ds.test[-1].mask_path.name == "x_mask.PNG"
     validate_dataset(ds)
-    assert read_image(ds.train[0].image_path, "gray").shape == (H, W)
+    assert read_dataset_image(ds.train[0].image_path, "gray").shape == (H, W)
 
 
 def test_btad_mask_fallback_and_mask_preference(tmp_path: Path) -> None:
     root = make_mvtec(tmp_path / "btad01", mask_suffix="", defects={"ko": 2})
     ds = load_dataset(root)
     assert [s.mask_path.name for s in ds.test if s.mask_path] == ["000.png", "001.png"]
-    _mask(root / "ground_truth" / "ko" / "000_mask.png")  # <stem>_mask wins over <stem>
+    write_mask(root / "ground_truth" / "ko" / "000_mask.png")  # <stem>_mask wins over <stem>
     ds = load_dataset(root)
     assert [s.mask_path.name for s in ds.test if s.mask_path] == ["000_mask.png", "001.png"]
 
 
 def test_mvtec3d_native_layout(tmp_path: Path) -> None:
     root = tmp_path / "bagel"
-    _img(root / "train" / "good" / "rgb" / "000.png")
+    write_image(root / "train" / "good" / "rgb" / "000.png")
     (root / "train" / "good" / "xyz").mkdir()
-    _img(root / "test" / "good" / "rgb" / "000.png")
-    _img(root / "test" / "hole" / "rgb" / "000.png")
-    _mask(root / "test" / "hole" / "gt" / "000.png")
+    write_image(root / "test" / "good" / "rgb" / "000.png")
+    write_image(root / "test" / "hole" / "rgb" / "000.png")
+    write_mask(root / "test" / "hole" / "gt" / "000.png")
     ds = load_dataset(root)
     assert (len(ds.train), len(ds.test)) == (1, 2)
     assert ds.test[1].mask_path == root.resolve() / "test" / "hole" / "gt" / "000.png"
@@ -276,28 +202,28 @@ def test_missing_mask_names_image_and_expected_path(mvtec: Path) -> None:
 
 
 def test_missing_ground_truth_folder(mvtec: Path) -> None:
-    _img(mvtec / "test" / "stain" / "000.png")
+    write_image(mvtec / "test" / "stain" / "000.png")
     with pytest.raises(DatasetError, match=r"stain/000\.png has no mask.*ground_truth/stain does not exist"):
         load_dataset(mvtec)
 
 
 def test_ambiguous_masks(mvtec: Path) -> None:
-    _mask(mvtec / "ground_truth" / "glue" / "000_mask.bmp")
+    write_mask(mvtec / "ground_truth" / "glue" / "000_mask.bmp")
     with pytest.raises(DatasetError, match=r"several candidate masks.*000_mask\.bmp, 000_mask\.png"):
         load_dataset(mvtec)
 
 
 def test_stray_images_and_subfolders(tmp_path: Path) -> None:
     root = make_mvtec(tmp_path / "a")
-    _img(root / "test" / "loose.png")
+    write_image(root / "test" / "loose.png")
     with pytest.raises(DatasetError, match=r"loose\.png lies directly in test/"):
         load_dataset(root)
     root = make_mvtec(tmp_path / "b")
-    _img(root / "train" / "crack" / "000.png")
+    write_image(root / "train" / "crack" / "000.png")
     with pytest.raises(DatasetError, match=r"train/crack: train/ may only hold good/"):
         load_dataset(root)
     root = make_mvtec(tmp_path / "c")
-    _img(root / "test" / "good" / "more" / "000.png")
+    write_image(root / "test" / "good" / "more" / "000.png")
     with pytest.raises(DatasetError, match=r"unexpected sub-folder .*test/good/more"):
         load_dataset(root)
 
@@ -348,7 +274,7 @@ def test_mtd_defect_without_mask(mtd: Path) -> None:
 def test_mtd_empty_defect_folder_and_missing_imgs(tmp_path: Path) -> None:
     root = make_mtd(tmp_path / "a")
     (root / "MT_Fray" / "Imgs").mkdir(parents=True)
-    _mask(root / "MT_Fray" / "Imgs" / "orphan.png")
+    write_mask(root / "MT_Fray" / "Imgs" / "orphan.png")
     with pytest.raises(DatasetError, match=r"class folder .*MT_Fray/Imgs is empty"):
         load_dataset(root)
     root = make_mtd(tmp_path / "b")

@@ -9,13 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from dataset_builders import H, W, write_image, write_mask
 
 from protoinspect.sdk.errors import ConfigError, DatasetError
 from protoinspect.training.datasets import (
     Dataset,
     Sample,
     load_dataset,
-    read_image,
+    read_dataset_image,
     read_mask,
     summarize,
     validate_dataset,
@@ -23,78 +24,6 @@ from protoinspect.training.datasets import (
 from protoinspect.training.image_io import image_mode
 
 MTD_REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mtd"
-
-H, W = 12, 16
-
-
-# ----------------------------------------------------------------------------- fixture builders
-
-
-def _img(path: Path, channels: str = "rgb", shape: tuple[int, int] = (H, W), value: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if channels == "rgb":
-        arr = np.zeros((*shape, 3), np.uint8)
-        arr[..., 0], arr[..., 1], arr[..., 2] = value, value // 2, value // 3  # B, G, R distinct
-    else:
-        arr = np.full(shape, value, np.uint8)
-    assert cv2.imwrite(str(path), arr)
-    return path
-
-
-def _mask(path: Path, shape: tuple[int, int] = (H, W)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    m = np.zeros(shape, np.uint8)
-    m[2:5, 3:7] = 255
-    assert cv2.imwrite(str(path), m)
-    return path
-
-
-def make_mvtec(
-    root: Path,
-    channels: str = "rgb",
-    n_train: int = 3,
-    n_good: int = 2,
-    defects: dict[str, int] | None = None,
-    mask_suffix: str = "_mask",
-) -> Path:
-    """ROOT/train/good, ROOT/test/{good,<type>}, ROOT/ground_truth/<type>/<stem><mask_suffix>.png"""
-    defects = {"crack": 2, "glue": 1} if defects is None else defects
-    for i in range(n_train):
-        _img(root / "train" / "good" / f"{i:03d}.png", channels)
-    for i in range(n_good):
-        _img(root / "test" / "good" / f"{i:03d}.png", channels)
-    for dtype, n in defects.items():
-        for i in range(n):
-            _img(root / "test" / dtype / f"{i:03d}.png", channels)
-            _mask(root / "ground_truth" / dtype / f"{i:03d}{mask_suffix}.png")
-    return root
-
-
-def make_mtd(root: Path, n_free: int = 5, n_train: int = 3, defects: dict[str, int] | None = None) -> Path:
-    """ROOT/MT_Free/Imgs/*.jpg(+png), ROOT/MT_<Type>/Imgs/*.jpg + .png, ROOT/train_normal_filenames.txt"""
-    defects = {"Blowhole": 2, "Crack": 1} if defects is None else defects
-    names = [f"exp1_num_{i}.jpg" for i in range(n_free)]
-    for name in names:
-        _img(root / "MT_Free" / "Imgs" / name, "gray")
-        _mask(root / "MT_Free" / "Imgs" / name.replace(".jpg", ".png"))
-    for dtype, n in defects.items():
-        for i in range(n):
-            _img(root / f"MT_{dtype}" / "Imgs" / f"exp2_num_{i}.jpg", "gray")
-            _mask(root / f"MT_{dtype}" / "Imgs" / f"exp2_num_{i}.png")
-    # listed in reverse order: the loader sorts
-    (root / "train_normal_filenames.txt").write_text("\n".join(reversed(names[:n_train])) + "\n")
-    (root / "SOURCE.md").write_text("not part of the dataset\n")
-    return root
-
-
-@pytest.fixture
-def mvtec(tmp_path: Path) -> Path:
-    return make_mvtec(tmp_path / "tile")
-
-
-@pytest.fixture
-def mtd(tmp_path: Path) -> Path:
-    return make_mtd(tmp_path / "mtd")
 
 
 # ----------------------------------------------------------------------------- file errors
@@ -120,7 +49,7 @@ def test_corrupt_first_training_image_fails_load(mvtec: Path) -> None:
 
 
 def test_header_only_check(mvtec: Path) -> None:
-    _img(mvtec / "test" / "good" / "001.png", shape=(H + 1, W))  # size is fine for a good image
+    write_image(mvtec / "test" / "good" / "001.png", shape=(H + 1, W))  # size is fine for a good image
     (mvtec / "test" / "good" / "002.jpg").write_text("<html>not an image</html>")
     ds = load_dataset(mvtec)
     with pytest.raises(DatasetError, match=r"002\.jpg is not a PNG/JPEG/BMP/TIFF file"):
@@ -128,14 +57,14 @@ def test_header_only_check(mvtec: Path) -> None:
 
 
 def test_gray_image_in_rgb_dataset(mvtec: Path) -> None:
-    bad = _img(mvtec / "test" / "good" / "001.png", "gray")
+    bad = write_image(mvtec / "test" / "good" / "001.png", "gray")
     ds = load_dataset(mvtec)
     with pytest.raises(DatasetError, match=rf"image {bad.resolve()} is grayscale \(1 channel\) but the dataset is RGB"):
         validate_dataset(ds)
 
 
 def test_rgb_image_in_gray_dataset(mtd: Path) -> None:
-    bad = _img(mtd / "MT_Crack" / "Imgs" / "exp2_num_0.jpg", "rgb")
+    bad = write_image(mtd / "MT_Crack" / "Imgs" / "exp2_num_0.jpg", "rgb")
     ds = load_dataset(mtd)
     with pytest.raises(DatasetError, match=rf"image {bad.resolve()} is RGB \(3 channels\) but the dataset is grayscale"):
         validate_dataset(ds)
@@ -145,11 +74,11 @@ def test_rgba_and_16bit_images(tmp_path: Path) -> None:
     rgba = tmp_path / "rgba.png"
     cv2.imwrite(str(rgba), np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(DatasetError, match=r"rgba\.png has 4 channels.*convert it to 8-bit RGB"):
-        read_image(rgba, "rgb")
+        read_dataset_image(rgba, "rgb")
     deep = tmp_path / "deep.png"
     cv2.imwrite(str(deep), np.zeros((4, 4), np.uint16))
     with pytest.raises(DatasetError, match=r"deep\.png is a 16-bit uint16 image.*convert it to 8-bit RGB"):
-        read_image(deep, "gray")
+        read_dataset_image(deep, "gray")
     with pytest.raises(DatasetError, match=r"x\.tif has 2 channels \(gray\+alpha\).*8-bit RGB"):
         image_mode(np.zeros((4, 4, 2), np.uint8), "x.tif")
 
@@ -164,7 +93,7 @@ def test_gray_alpha_png(tmp_path: Path) -> None:
     path = tmp_path / "ga.png"
     path.write_bytes(png)
     with pytest.raises(DatasetError, match=r"ga\.png has \d channels.*convert it to 8-bit RGB"):
-        read_image(path, "gray")
+        read_dataset_image(path, "gray")
 
 
 def test_rgba_first_training_image_fails_load(mvtec: Path) -> None:
@@ -174,7 +103,7 @@ def test_rgba_first_training_image_fails_load(mvtec: Path) -> None:
 
 
 def test_mask_size_mismatch_names_both(mvtec: Path) -> None:
-    mask = _mask(mvtec / "ground_truth" / "crack" / "001_mask.png", shape=(H, W + 4))
+    mask = write_mask(mvtec / "ground_truth" / "crack" / "001_mask.png", shape=(H, W + 4))
     ds = load_dataset(mvtec)
     with pytest.raises(DatasetError) as exc:
         validate_dataset(ds)
@@ -204,12 +133,12 @@ def test_mask_channels(tmp_path: Path) -> None:
 
 
 def test_read_image_rgb_order_and_bad_channels_arg(tmp_path: Path) -> None:
-    p = _img(tmp_path / "c.png", "rgb", value=90)  # stored BGR = (90, 45, 30)
-    img = read_image(p, "rgb")
+    p = write_image(tmp_path / "c.png", "rgb", value=90)  # stored BGR = (90, 45, 30)
+    img = read_dataset_image(p, "rgb")
     assert img.shape == (H, W, 3) and img.dtype == np.uint8 and img.flags.c_contiguous
     assert tuple(img[0, 0]) == (30, 45, 90)
     with pytest.raises(ConfigError, match="channels"):
-        read_image(p, "bgr")
+        read_dataset_image(p, "bgr")
 
 
 def test_validate_reports_first_problem_in_listing_order(mvtec: Path) -> None:
@@ -244,7 +173,7 @@ def test_real_mtd() -> None:
     assert s["test"] == {"blowhole": 115, "break": 85, "crack": 57, "fray": 32, "good": 191, "uneven": 103}
     assert ds.defect_types == ("blowhole", "break", "crack", "fray", "uneven")
     validate_dataset(ds)
-    img = read_image(ds.test[0].image_path, ds.channels)
+    img = read_dataset_image(ds.test[0].image_path, ds.channels)
     assert img.ndim == 2 and img.dtype == np.uint8
     assert ds.test[0].mask_path is not None
     assert read_mask(ds.test[0].mask_path, img.shape).shape == img.shape

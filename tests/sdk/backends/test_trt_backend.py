@@ -4,14 +4,15 @@ rebuild command, and the backend on fake tensorrt / pycuda modules (engines that
 from __future__ import annotations
 
 import json
-import shutil
 import sys
+import types
 from pathlib import Path
 
 import fake_tensorrt as fake
 import numpy as np
 import pytest
 from detector_bundles import make_detector_bundle, make_exported_bundle
+from fake_engine_bundles import FakeTensorRT, install_fakes
 
 from protoinspect.export.build_engine import build_engine
 from protoinspect.sdk.backends.registry import BACKENDS, create_backend, resolve_backend_name
@@ -31,30 +32,6 @@ NEEDS_GPU = "needs TensorRT and a CUDA GPU"
 SHA = "a" * 64
 
 
-@pytest.fixture(scope="module")
-def engine_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An exported 64x64 bundle with a fake TensorRT 10.3 fp16 engine for sm 8.7 (max batch 4)."""
-    out = make_exported_bundle(tmp_path_factory.mktemp("trtb") / "bundle", np.random.default_rng())
-    mp = pytest.MonkeyPatch()
-    try:
-        fake.install(mp, fake.make_trt("10.3.0"), fake.make_cuda((8, 7)))
-        build_engine(out, precision="fp16", max_batch=4)
-    finally:
-        mp.undo()
-    return out
-
-
-@pytest.fixture()
-def bundle(engine_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(engine_bundle, tmp_path / "bundle"))
-
-
-def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.3.0", cc: tuple[int, int] = (8, 7), devices: int = 1):
-    trt, cuda = fake.make_trt(version), fake.make_cuda(cc, devices=devices)
-    fake.install(monkeypatch, trt, cuda)
-    return trt, cuda
-
-
 def sidecar(**overrides: object) -> dict:
     fields = dict(engine_file="detector.fp16.sm87.engine", onnx_file="detector.onnx", onnx_sha256=SHA,
                   tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7", precision="fp16",
@@ -65,23 +42,23 @@ def sidecar(**overrides: object) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- registry
-def test_registry_knows_tensorrt_but_auto_never_picks_it(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_knows_tensorrt_but_auto_never_picks_it(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert BACKENDS["tensorrt"] == "protoinspect.sdk.backends.trt_backend:TensorRTBackend"
-    assert resolve_backend_name("tensorrt", bundle) == "tensorrt"
-    install(monkeypatch)  # tensorrt "installed" and an engine in the bundle: auto still picks onnxruntime
-    assert resolve_backend_name("auto", bundle) == "onnxruntime"
+    assert resolve_backend_name("tensorrt", trt_bundle) == "tensorrt"
+    install_fakes(monkeypatch)  # tensorrt "installed" and an engine in the bundle: auto still picks onnxruntime
+    assert resolve_backend_name("auto", trt_bundle) == "onnxruntime"
     with pytest.raises(ConfigError, match="auto, onnxruntime, torch, tensorrt"):
-        resolve_backend_name("trt", bundle)
+        resolve_backend_name("trt", trt_bundle)
 
 
-def test_missing_tensorrt_or_pycuda_names_the_install(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_tensorrt_or_pycuda_names_the_install(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(MissingDependencyError, match=r"tensorrt.*protoinspect\[tensorrt\]"):
-        create_backend("tensorrt", bundle)
-    install(monkeypatch)
+        create_backend("tensorrt", trt_bundle)
+    install_fakes(monkeypatch)
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     with pytest.raises(MissingDependencyError, match=r"pycuda.*protoinspect\[tensorrt\]"):
-        create_backend("tensorrt", bundle)
+        create_backend("tensorrt", trt_bundle)
 
 
 # ------------------------------------------------------------------------------------------- sidecar
@@ -156,12 +133,12 @@ def reference(bundle: Path, images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("cuda_graph", [False, True])
-def test_backend_runs_any_batch_like_onnxruntime(bundle: Path, monkeypatch: pytest.MonkeyPatch,
+def test_backend_runs_any_batch_like_onnxruntime(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch,
                                                  rng: np.random.Generator, cuda_graph: bool) -> None:
-    _, cuda = install(monkeypatch)
+    _, cuda = install_fakes(monkeypatch)
     images = rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
-    expected = reference(bundle, images)
-    with create_backend("tensorrt", bundle, device="cuda:0", cuda_graph=cuda_graph) as backend:
+    expected = reference(trt_bundle, images)
+    with create_backend("tensorrt", trt_bundle, device="cuda:0", cuda_graph=cuda_graph) as backend:
         assert backend.output_names == ("anomaly_map", "score", "features")
         for n in (1, 3, 9):  # 9 > max batch 4: run in chunks
             out = backend.run({"image": images[:n]})
@@ -180,50 +157,50 @@ def test_backend_runs_any_batch_like_onnxruntime(bundle: Path, monkeypatch: pyte
         backend.run({"image": images[:1]})
 
 
-def test_backend_refuses_other_tensorrt_version(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install(monkeypatch, "10.4.0")
+def test_backend_refuses_other_tensorrt_version(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fakes(monkeypatch, FakeTensorRT("10.4.0"))
     with pytest.raises(BundleError, match="TensorRT 10.3.0, this is TensorRT 10.4.0") as info:
-        create_backend("tensorrt", bundle)
-    assert f"`python export/build_engine.py {bundle} --precision fp16 --max-batch 4`" in str(info.value)
+        create_backend("tensorrt", trt_bundle)
+    assert f"`python export/build_engine.py {trt_bundle} --precision fp16 --max-batch 4`" in str(info.value)
 
 
-def test_backend_refuses_other_gpu_and_stale_onnx(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install(monkeypatch, cc=(9, 0))
+def test_backend_refuses_other_gpu_and_stale_onnx(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fakes(monkeypatch, FakeTensorRT(compute_capability=(9, 0)))
     with pytest.raises(BundleError, match="no TensorRT engine of detector.onnx for this GPU.*build_engine.py"):
-        create_backend("tensorrt", bundle)
+        create_backend("tensorrt", trt_bundle)
     with pytest.raises(BundleError, match="built for compute capability 8.7"):
-        create_backend("tensorrt", bundle, engine="detector.fp16.sm87.engine")
-    install(monkeypatch)
+        create_backend("tensorrt", trt_bundle, engine="detector.fp16.sm87.engine")
+    install_fakes(monkeypatch)
     from protoinspect.export.onnx_export import export_detector_onnx
 
-    export_detector_onnx(bundle, opset=18, verify=False)  # re-exported graph: another sha256 than the engine's
-    manifest = load_bundle(bundle).manifest
-    sidecar_sha = json.loads((bundle / "detector.fp16.sm87.engine.json").read_text())["onnx_sha256"]
+    export_detector_onnx(trt_bundle, opset=18, verify=False)  # re-exported graph: another sha256 than the engine's
+    manifest = load_bundle(trt_bundle).manifest
+    sidecar_sha = json.loads((trt_bundle / "detector.fp16.sm87.engine.json").read_text())["onnx_sha256"]
     assert manifest.files["detector.onnx"]["sha256"] != sidecar_sha
     with pytest.raises(BundleError, match="different detector.onnx.*build_engine.py"):
-        create_backend("tensorrt", bundle)
+        create_backend("tensorrt", trt_bundle)
 
 
-def test_backend_devices_and_missing_engines(bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_backend_devices_and_missing_engines(trt_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              rng: np.random.Generator) -> None:
-    install(monkeypatch)
+    install_fakes(monkeypatch)
     with pytest.raises(ConfigError, match="unknown device 'cpu'"):
-        create_backend("tensorrt", bundle, device="cpu")
+        create_backend("tensorrt", trt_bundle, device="cpu")
     with pytest.raises(ConfigError, match="no CUDA device 3"):
-        create_backend("tensorrt", bundle, device="cuda:3")
+        create_backend("tensorrt", trt_bundle, device="cuda:3")
     plain = make_detector_bundle(tmp_path / "plain", rng)
     with pytest.raises(BundleError, match="no exported graph.*protoinspect export"):
         create_backend("tensorrt", plain)
-    (bundle / "detector.fp16.sm87.engine").write_bytes(b"tampered")
+    (trt_bundle / "detector.fp16.sm87.engine").write_bytes(b"tampered")
     with pytest.raises(BundleError, match="detector.fp16.sm87.engine"):
-        create_backend("tensorrt", bundle)
+        create_backend("tensorrt", trt_bundle)
 
 
-def test_runner_rejects_shapes_outside_the_profile(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runner_rejects_shapes_outside_the_profile(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
 
-    trt, cuda = install(monkeypatch)
-    runner = EngineRunner(trt, cuda, CudaDevice(cuda, 0), (bundle / "detector.fp16.sm87.engine").read_bytes())
+    trt, cuda = install_fakes(monkeypatch)
+    runner = EngineRunner(trt, cuda, CudaDevice(cuda, 0), (trt_bundle / "detector.fp16.sm87.engine").read_bytes())
     with pytest.raises(InputError, match="outside the engine's optimisation profile.*--max-batch"):
         runner.run({"image": np.zeros((5, 64, 64, 3), np.uint8)})
     with pytest.raises(InputError, match="must be uint8"):
@@ -231,6 +208,61 @@ def test_runner_rejects_shapes_outside_the_profile(bundle: Path, monkeypatch: py
     runner.close()
     with pytest.raises(BackendError, match="could not deserialize"):
         EngineRunner(trt, cuda, CudaDevice(cuda, 0), b"not an engine")
+
+
+def copied(trt: types.ModuleType, cuda: types.ModuleType) -> list[str]:
+    """The engine outputs copied device -> host so far (names of the latest execution context's buffers)."""
+    names = {address: name for name, address in trt.contexts[-1].addresses.items()}
+    return [names[entry[1]] for entry in cuda.log if isinstance(entry, tuple) and entry[0] == "dtoh"]
+
+
+def test_lazy_run_copies_features_only_when_read(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 rng: np.random.Generator) -> None:
+    trt, cuda = install_fakes(monkeypatch)
+    images = rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
+    expected = reference(trt_bundle, images)
+    with create_backend("tensorrt", trt_bundle) as backend:
+        lazy = backend.run_lazy({"image": images[:2]})
+        assert copied(trt, cuda) == ["anomaly_map", "score"] and lazy.fetched == []  # features stay on the GPU
+        np.testing.assert_allclose(lazy["score"], expected["score"][:2], rtol=1e-6, atol=1e-6)
+        assert copied(trt, cuda) == ["anomaly_map", "score"]
+        np.testing.assert_allclose(lazy["features"], expected["features"][:2], rtol=1e-6, atol=1e-6)
+        assert copied(trt, cuda) == ["anomaly_map", "score", "features"] and lazy.fetched == ["score", "features"]
+        assert lazy["features"] is lazy["features"] and copied(trt, cuda).count("features") == 1
+        unread = backend.run_lazy({"image": images[:1]})
+        backend.run({"image": images[:1]})  # the engine's buffers now hold a later run
+        with pytest.raises(BackendError, match="gone: the runner has run 1 more time"):
+            unread["features"]
+        np.testing.assert_allclose(unread["anomaly_map"], expected["anomaly_map"][:1], rtol=1e-6, atol=1e-6)
+        chunked = backend.run_lazy({"image": images})  # 9 > max batch 4: chunks share the buffers, all copied
+        for name in backend.output_names:
+            np.testing.assert_allclose(chunked[name], expected[name], rtol=1e-6, atol=1e-6)
+        last = backend.run_lazy({"image": images[:1]})
+    with pytest.raises(BackendError, match="closed"):
+        last["features"]
+
+
+def test_runner_copies_the_requested_outputs(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner
+
+    trt, cuda = install_fakes(monkeypatch)
+    runner = EngineRunner(trt, cuda, CudaDevice(cuda, 0), (trt_bundle / "detector.fp16.sm87.engine").read_bytes())
+    image = {"image": np.full((2, 64, 64, 3), 7, np.uint8)}
+    everything = runner.run(image)
+    assert list(everything) == ["anomaly_map", "score", "features"] and runner.runs == 1
+    only = runner.run(image, outputs=["score"])
+    assert list(only) == ["score"] and copied(trt, cuda)[-1] == "score"
+    np.testing.assert_array_equal(only["score"], everything["score"])
+    np.testing.assert_array_equal(runner.fetch("features", 2), everything["features"])
+    with pytest.raises(InputError, match=r"has no outputs \['logits'\]"):
+        runner.run(image, outputs=["logits"])
+    with pytest.raises(InputError, match="has no output 'logits'"):
+        runner.fetch("logits", 2)
+    with pytest.raises(BackendError, match="of run 1 .* is gone"):
+        runner.fetch("features", 1)
+    runner.close()
+    with pytest.raises(BackendError, match="closed"):
+        runner.fetch("features", 2)
 
 
 @pytest.mark.gpu

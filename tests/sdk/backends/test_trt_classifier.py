@@ -8,14 +8,13 @@ import shutil
 from pathlib import Path
 
 import cv2
-import fake_tensorrt as fake
 import numpy as np
 import pytest
+from fake_engine_bundles import FakeModules, FakeTensorRT, install_fakes, with_fake_engines
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from protoinspect.export.build_engine import build_engine
 from protoinspect.sdk import Inspector, InspectorConfig
 from protoinspect.sdk.backends.registry import create_classifier_backend
 from protoinspect.sdk.backends.trt_classifier import TensorRTClassifier
@@ -26,19 +25,13 @@ from protoinspect.sdk.errors import BundleError, ConfigError, InputError
 @pytest.fixture(scope="module")
 def engine_bundle(discovery_bundle: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The discovery bundle with fake TensorRT 10.3 fp16 engines (detector and classifier) for sm 8.7, max batch 4."""
-    out = Path(shutil.copytree(discovery_bundle[1], tmp_path_factory.mktemp("trt-clf") / "bundle"))
-    mp = pytest.MonkeyPatch()
-    try:
-        fake.install(mp, fake.make_trt("10.3.0"), fake.make_cuda((8, 7)))
-        build_engine(out, precision="fp16", max_batch=4)
-    finally:
-        mp.undo()
-    return out
+    return with_fake_engines(Path(shutil.copytree(discovery_bundle[1], tmp_path_factory.mktemp("trt-clf") / "bundle")))
 
 
 @pytest.fixture()
-def trt(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake.install(monkeypatch, fake.make_trt("10.3.0"), fake.make_cuda((8, 7)))
+def trt(monkeypatch: pytest.MonkeyPatch) -> FakeModules:
+    """Fake tensorrt 10.3 and pycuda (sm 8.7): ``(trt, cuda)``."""
+    return install_fakes(monkeypatch)
 
 
 def _crops(rng: np.random.Generator, bundle: Path, n: int) -> dict[str, np.ndarray]:
@@ -48,7 +41,8 @@ def _crops(rng: np.random.Generator, bundle: Path, n: int) -> dict[str, np.ndarr
             "regions": rng.uniform(0, 1, (n, 2, g, g)).astype(np.float32)}
 
 
-def test_classifier_engine_runs_like_onnxruntime(engine_bundle: Path, trt: None, rng: np.random.Generator) -> None:
+def test_classifier_engine_runs_like_onnxruntime(engine_bundle: Path, trt: FakeModules,
+                                                 rng: np.random.Generator) -> None:
     crops = _crops(rng, engine_bundle, 9)  # 9 > max batch 4: chunks
     with create_classifier_backend("onnxruntime", engine_bundle) as ort_clf, \
             create_classifier_backend("tensorrt", engine_bundle, device="cuda:0") as trt_clf:
@@ -59,7 +53,8 @@ def test_classifier_engine_runs_like_onnxruntime(engine_bundle: Path, trt: None,
             trt_clf.run({"tokens": crops["tokens"][:2], "regions": crops["regions"][:3]})
 
 
-def test_tensorrt_inspector_classifies_with_the_engine(engine_bundle: Path, trt: None, discovery_tile: Path) -> None:
+def test_tensorrt_inspector_classifies_with_the_engine(engine_bundle: Path, trt: FakeModules,
+                                                       discovery_tile: Path) -> None:
     frames = [cv2.imread(str(p)) for p in sorted((discovery_tile / "test").glob("*/*.png"))[:3]]
     cfg = InspectorConfig(image_threshold=-math.inf, pixel_threshold=-math.inf)
     with Inspector.from_bundle(engine_bundle, backend="tensorrt", device="cuda:0", config=cfg) as insp:
@@ -73,12 +68,26 @@ def test_tensorrt_inspector_classifies_with_the_engine(engine_bundle: Path, trt:
         assert [d.class_name for d in a.defects] == [d.class_name for d in b.defects]
 
 
+def test_detector_features_leave_the_gpu_only_for_classified_frames(engine_bundle: Path, trt: FakeModules,
+                                                                    discovery_tile: Path) -> None:
+    fake_trt, cuda = trt
+    frame = cv2.imread(str(min((discovery_tile / "test").glob("*/*.png"))))
+    for image_threshold, classified in ((math.inf, False), (-math.inf, True)):
+        cfg = InspectorConfig(image_threshold=image_threshold, pixel_threshold=-math.inf)
+        with Inspector.from_bundle(engine_bundle, backend="tensorrt", device="cuda:0", config=cfg) as insp:
+            cuda.log.clear()
+            result = insp.inspect(frame)
+        detector = [c for c in fake_trt.contexts if "features" in c.addresses][-1]
+        assert (("dtoh", detector.addresses["features"]) in cuda.log) is classified
+        assert (result.image_class_name is not None) is classified
+
+
 def test_missing_or_foreign_classifier_engine_names_the_build(engine_bundle: Path, monkeypatch: pytest.MonkeyPatch,
                                                               discovery_bundle: tuple[Path, Path]) -> None:
-    fake.install(monkeypatch, fake.make_trt("10.3.0"), fake.make_cuda((9, 0)))
+    install_fakes(monkeypatch, FakeTensorRT(compute_capability=(9, 0)))
     with pytest.raises(BundleError, match="no TensorRT engine of classifier.onnx.*build_engine.py"):
         TensorRTClassifier(engine_bundle)
-    fake.install(monkeypatch, fake.make_trt("10.3.0"), fake.make_cuda((8, 7)))
+    install_fakes(monkeypatch)
     with pytest.raises(BundleError, match="no defect classifier"):
         TensorRTClassifier(discovery_bundle[0])
     with pytest.raises(ConfigError, match="unknown classifier backend"):

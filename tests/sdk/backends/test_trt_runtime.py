@@ -7,17 +7,14 @@ The runtime never imports ``protoinspect.export``: plugin registration reaches i
 from __future__ import annotations
 
 import json
-import shutil
 import types
 from pathlib import Path
 
-import fake_tensorrt as fake
 import numpy as np
 import pytest
-from detector_bundles import make_exported_bundle
+from fake_engine_bundles import FakeTensorRT, install_fakes
 from import_probe import loaded_after
 
-from protoinspect.export.build_engine import build_engine
 from protoinspect.sdk.backends import trt_runtime
 from protoinspect.sdk.backends.registry import create_backend
 from protoinspect.sdk.backends.trt_runtime import CudaDevice, EngineRunner, add_plugin_registrar, ensure_plugins
@@ -30,21 +27,9 @@ PLUGIN = "acme::fancy_attention"
 
 
 @pytest.fixture(scope="module")
-def engine_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An exported 64x64 bundle with a fake TensorRT 10.9 fp16 engine for sm 8.7."""
-    out = make_exported_bundle(tmp_path_factory.mktemp("trtp") / "bundle", np.random.default_rng())
-    mp = pytest.MonkeyPatch()
-    try:
-        fake.install(mp, fake.make_trt("10.9.0"), fake.make_cuda((8, 7)))
-        build_engine(out, precision="fp16", max_batch=2)
-    finally:
-        mp.undo()
-    return out
-
-
-@pytest.fixture()
-def bundle(engine_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(engine_bundle, tmp_path / "bundle"))
+def fake_trt() -> FakeTensorRT:
+    """The engines of ``trt_engine_bundle``: TensorRT 10.9 (AOT plugins), sm 8.7, max batch 2."""
+    return FakeTensorRT("10.9.0", max_batch=2)
 
 
 @pytest.fixture(autouse=True)
@@ -55,12 +40,11 @@ def _fresh_registrars(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def install(monkeypatch: pytest.MonkeyPatch, *, registry: bool = True) -> tuple[types.ModuleType, types.ModuleType]:
     """Fake tensorrt 10.9 + pycuda; with ``registry``, ``trt.get_plugin_registry()`` lists ``trt.creators``."""
-    trt, cuda = fake.make_trt("10.9.0"), fake.make_cuda((8, 7))
+    trt, cuda = install_fakes(monkeypatch, FakeTensorRT("10.9.0"))
     trt.creators = []  # type: ignore[attr-defined]
     if registry:
         registry = lambda: types.SimpleNamespace(all_creators=list(trt.creators))  # noqa: E731
         trt.get_plugin_registry = registry  # type: ignore[attr-defined]
-    fake.install(monkeypatch, trt, cuda)
     return trt, cuda
 
 
@@ -86,7 +70,7 @@ def test_runtime_imports_no_export_code() -> None:
     assert loaded_after(code, ("protoinspect.export", "protoinspect.training", "tensorrt", "triton")) == []
 
 
-def test_registrar_runs_once_before_the_first_engine_needing_it(bundle: Path,
+def test_registrar_runs_once_before_the_first_engine_needing_it(trt_bundle: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     trt, cuda = install(monkeypatch)
     calls: list[int] = []
@@ -97,30 +81,30 @@ def test_registrar_runs_once_before_the_first_engine_needing_it(bundle: Path,
 
     add_plugin_registrar("acme", register)
     assert calls == []  # nothing runs until an engine needs the namespace
-    runner(trt, cuda, bundle, []).close()
+    runner(trt, cuda, trt_bundle, []).close()
     assert calls == []
     for _ in range(2):
-        r = runner(trt, cuda, bundle, [PLUGIN])
+        r = runner(trt, cuda, trt_bundle, [PLUGIN])
         assert r.run({"image": np.zeros((1, 64, 64, 3), np.uint8)})["score"].shape == (1,)
         r.close()
     assert calls == [1]
 
 
-def test_missing_plugin_says_how_to_register_it(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_plugin_says_how_to_register_it(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trt, cuda = install(monkeypatch)
     trt.creators.append(creator("acme::other"))
     with pytest.raises(MissingPluginError, match=r"needs the TensorRT plugin\(s\) \['acme::fancy_attention'\]") as info:
-        runner(trt, cuda, bundle, [PLUGIN, "acme::other"])
+        runner(trt, cuda, trt_bundle, [PLUGIN, "acme::other"])
     message = str(info.value)
     assert isinstance(info.value, BackendError)
     for fragment in ("add_plugin_registrar('acme', fn)", "load_library(PATH)", "build_engine.py"):
         assert fragment in message, message
     add_plugin_registrar("acme", lambda: None)  # a registrar that registers nothing: still missing
     with pytest.raises(MissingPluginError):
-        runner(trt, cuda, bundle, [PLUGIN])
+        runner(trt, cuda, trt_bundle, [PLUGIN])
 
 
-def test_failing_registrar_is_a_backend_error_and_runs_again(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failing_registrar_is_a_backend_error_and_runs_again(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trt, cuda = install(monkeypatch)
     attempts: list[int] = []
 
@@ -137,10 +121,10 @@ def test_failing_registrar_is_a_backend_error_and_runs_again(bundle: Path, monke
     assert len(attempts) == 2
 
 
-def test_unlistable_registry_defers_to_tensorrt(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unlistable_registry_defers_to_tensorrt(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trt, cuda = install(monkeypatch, registry=False)
     assert trt_runtime.registered_plugin_ids(trt) is None
-    runner(trt, cuda, bundle, [PLUGIN]).close()  # cannot check: TensorRT's deserialization decides
+    runner(trt, cuda, trt_bundle, [PLUGIN]).close()  # cannot check: TensorRT's deserialization decides
     with pytest.raises(BackendError, match=r"could not deserialize.*uses the plugins \['acme::fancy_attention'\]"):
         EngineRunner(trt, cuda, CudaDevice(cuda, 0), b"not an engine", plugins=[PLUGIN])
 
@@ -153,16 +137,16 @@ def test_add_plugin_registrar_checks_its_arguments(namespace: str, registrar: ob
         add_plugin_registrar(namespace, registrar)  # type: ignore[arg-type]
 
 
-def test_backend_requires_the_sidecar_non_aot_plugins(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_requires_the_sidecar_non_aot_plugins(trt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     trt, _ = install(monkeypatch)
-    with_plugins(bundle, [{"id": "protoinspect::prototype_attention", "aot": True}])
-    with create_backend("tensorrt", bundle) as backend:  # AOT: the kernels are inside the engine
+    with_plugins(trt_bundle, [{"id": "protoinspect::prototype_attention", "aot": True}])
+    with create_backend("tensorrt", trt_bundle) as backend:  # AOT: the kernels are inside the engine
         assert backend.output_names[:2] == ("anomaly_map", "score")
-    with_plugins(bundle, [{"id": "protoinspect::prototype_attention", "aot": False}])
+    with_plugins(trt_bundle, [{"id": "protoinspect::prototype_attention", "aot": False}])
     with pytest.raises(MissingPluginError, match=r"protoinspect.export.trt_plugins.register_plugins"):
-        create_backend("tensorrt", bundle)
+        create_backend("tensorrt", trt_bundle)
     add_plugin_registrar("protoinspect", lambda: trt.creators.append(creator("protoinspect::prototype_attention")))
-    with create_backend("tensorrt", bundle) as backend:
+    with create_backend("tensorrt", trt_bundle) as backend:
         assert backend.run({"image": np.zeros((3, 64, 64, 3), np.uint8)})["score"].shape == (3,)
 
 
