@@ -27,7 +27,6 @@ from protoinspect.sdk.bundle import load_bundle
 from protoinspect.sdk.errors import report_error
 from protoinspect.sdk.errors import BundleError, ProtoInspectError
 from protoinspect.sdk.models.loading import load_classifier_net, load_detector_net
-from protoinspect.sdk.stages.discovery_crops import DiscoverySettings
 from protoinspect.sdk.stages.region_classifier import bundle_vit
 from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
 from protoinspect.training.datasets import load_dataset
@@ -51,11 +50,11 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
     """
     t0 = time.perf_counter()
     b = load_bundle(bundle)
-    info = b.manifest.extra.get("discovery")
-    if not isinstance(info, dict):
-        raise BundleError(f"{b.path}: no discovery section; train with `python -m protoinspect.training.train_discovery`")
-    settings = DiscoverySettings.from_dict(info["settings"])
-    train_cfg = dict(info["training"]["config"])
+    section = b.manifest.discovery
+    if section is None:
+        raise BundleError(f"{b.path}: no discovery section; train with `protoinspect train-discovery`")
+    settings = section.settings
+    train_cfg = dict(section.training.config)
     if anomaly_prior is not None:
         train_cfg["anomaly_prior"] = anomaly_prior
     cfg = DiscoveryTrainConfig.from_dict(train_cfg)
@@ -74,7 +73,7 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
     preds, _ = predict_images(clf, images, settings.crops.merge_temperature)
     cls_ms = (time.perf_counter() - t_cls) * 1e3 / max(1, len(images))
     names = {c["id"]: c["name"] for c in b.manifest.classes}
-    excluded = set(info["training"].get("excluded_types") or [])
+    excluded = set(section.training.excluded_types)
     types = [s.defect_type for s in samples]
     keep = [i for i, t in enumerate(types) if t not in excluded]
     y_true = [types[i] for i in keep]
@@ -84,8 +83,8 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
         "anomaly_prior": cfg.anomaly_prior, "num_images": len(keep),
         **ncd_metrics(y_true, y_pred),
         "k_true": len(set(y_true)), "k_estimated": len(b.manifest.classes),
-        "k_novel_estimated": info["training"].get("k_novel_estimated"),
-        "known_types": info["training"].get("known_types", []),
+        "k_novel_estimated": section.training.k_novel_estimated,
+        "known_types": list(section.training.known_types),
         "excluded_types": sorted(excluded),
         "outlier_auroc": None,
         "flagged_by_detector": int(sum(detected.scores[i] >= float(b.manifest.thresholds["image"]) for i in keep)),

@@ -34,7 +34,7 @@ def require_classifier(bundle: Bundle) -> None:
     """Raise :class:`BundleError` (with the command that adds one) when the bundle has no classifier."""
     if not has_classifier(bundle):
         raise BundleError(f"{bundle.path}: no defect classifier; train one with "
-                          "`python -m protoinspect.training.train_discovery`")
+                          "`protoinspect train-discovery`")
 
 
 def check_classifier_inputs(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -56,27 +56,26 @@ def load_classifier_net(bundle: Bundle | str | Path) -> Any:
     """Return the bundle's ``DefectClassifierNet`` (eval mode, weights loaded).
 
     Raises:
-        BundleError: the bundle has no classifier (train one with ``python -m protoinspect.training.train_discovery``),
+        BundleError: the bundle has no classifier (train one with ``protoinspect train-discovery``),
             or its weights do not fit the recorded architecture.
     """
     from safetensors.torch import load as load_safetensors
 
-    from protoinspect.sdk.models.defect_classifier import ClassifierConfig, DefectClassifierNet
+    from protoinspect.sdk.models.defect_classifier import DefectClassifierNet
 
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
-    info = bundle.manifest.extra.get("discovery")
-    if not isinstance(info, dict) or "classifier" not in info:
+    section = bundle.manifest.discovery  # typed and validated when the manifest was read
+    if section is None:
         msg = (f"{bundle.path / 'manifest.json'} has no defect classifier; train one with "
-               f"`python -m protoinspect.training.train_discovery --data DIR --bundle {bundle.path}`")
+               f"`protoinspect train-discovery --data DIR --bundle {bundle.path}`")
         raise BundleError(msg)
-    clf = info["classifier"]
+    config = section.classifier.config
+    name = section.classifier.weights
     try:
-        config = ClassifierConfig.from_dict(dict(clf["config"]))
-    except (ConfigError, TypeError, KeyError) as exc:
+        net = DefectClassifierNet(config)
+    except ConfigError as exc:
         raise BundleError(f"{bundle.path / 'manifest.json'}: invalid classifier config ({exc})") from exc
-    net = DefectClassifierNet(config)
-    name = clf.get("weights", "classifier.safetensors")
     try:
         net.load_state_dict(load_safetensors(bundle.read_bytes(name)), strict=True)
     except (RuntimeError, ValueError) as exc:
