@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from protoinspect.sdk.errors import ProtoInspectError
+
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``protoinspect export``: the export command, with real parity frames from the bundle's training
@@ -22,7 +24,8 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     if wants_default_frames and Path(known.bundle).is_dir():
         try:
             _, paths = training_data_frames(known.bundle)
-        except Exception:  # noqa: BLE001 -- the export command reports a broken bundle itself, typed
+        except ProtoInspectError as exc:  # a broken bundle: the export command below reports it, typed
+            print(f"parity frames from the training data: none ({exc})")
             paths = []
         if paths:
             args += ["--frames", *paths]
