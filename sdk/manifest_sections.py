@@ -54,6 +54,9 @@ class DiscoveryTraining:
         num_labelled / num_unlabelled: training images of known types / flagged unlabelled anomalies.
         detector_bundle_id: the detector bundle it was trained on.
         flag_threshold: detector score from which an unlabelled image counted as an anomaly.
+        num_flagged / num_added_by_rule / score_cut: unlabelled images at or above ``flag_threshold``, those
+            the minimum-count rule added (the highest scores below it; ``config.min_unlabelled``), and the
+            lowest detector score taken; None in bundles from before the rule.
         k_novel_estimated / num_novel_given: the estimated (or given) number of novel classes.
         silhouettes: cosine silhouette per candidate number of novel classes.
         loss_contrastive_last / loss_prototype_last: mean loss of the last steps of each stage.
@@ -69,6 +72,9 @@ class DiscoveryTraining:
     num_unlabelled: int | None = None
     detector_bundle_id: str | None = None
     flag_threshold: float | None = None
+    num_flagged: int | None = None
+    num_added_by_rule: int | None = None
+    score_cut: float | None = None
     k_novel_estimated: int | None = None
     num_novel_given: int | None = None
     silhouettes: dict[str, float] = field(default_factory=dict)

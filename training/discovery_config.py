@@ -36,6 +36,13 @@ class DiscoveryTrainConfig:
         sinkhorn_epsilon / sinkhorn_iters: entropic regularisation of the balanced assignments.
         contrastive_weight: weight of the InfoNCE term during prototype learning.
         k_max: largest number of novel classes considered when estimating it.
+        min_unlabelled / min_unlabelled_fraction: the fewest unlabelled anomalies discovery learns from,
+            ``max(min_unlabelled, ceil(min_unlabelled_fraction * N))`` of the N unlabelled test images
+            (capped at N): when the flag threshold flags fewer, the highest-scoring images are taken up to
+            that count (detector scores only; :mod:`protoinspect.training.discovery_selection`). 16 = two
+            images per candidate class at k_max = 8; a quarter, because a discovery set is gathered to hold
+            defects (the synthetic line's test split is 36 of 56 defective), so the top quarter of the
+            scores stays well inside them. ``min_unlabelled=0 min_unlabelled_fraction=0``: the threshold only.
         reject_quantile: outlier threshold = this quantile of the training images' vMF scores.
         jitters: random box jitters precomputed per crop and flip variant (views are drawn from them).
         box_jitter: relative shift/scale of jittered boxes.
@@ -61,6 +68,8 @@ class DiscoveryTrainConfig:
     sinkhorn_iters: int = 3
     contrastive_weight: float = 0.5
     k_max: int = 8
+    min_unlabelled: int = 16
+    min_unlabelled_fraction: float = 0.25
     reject_quantile: float = 0.05
     jitters: int = 3
     box_jitter: float = 0.15
@@ -78,6 +87,8 @@ class DiscoveryTrainConfig:
             (self.contrastive_steps >= 0 and self.prototype_steps >= 0, "steps >= 0"),
             (self.batch >= 4, "batch >= 4"),
             (self.k_max >= 2, "k_max >= 2"),
+            (self.min_unlabelled >= 0, "min_unlabelled >= 0"),
+            (0.0 <= self.min_unlabelled_fraction <= 1.0, "min_unlabelled_fraction in [0, 1]"),
             (0.0 <= self.reject_quantile < 0.5, "reject_quantile in [0, 0.5)"),
             (self.jitters >= 1, "jitters >= 1"),
             (self.anomaly_prior in ANOMALY_PRIORS, f"anomaly_prior in {ANOMALY_PRIORS}"),

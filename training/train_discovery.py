@@ -4,8 +4,10 @@
         [--exclude-type TYPE] [--num-novel K] [--set key=value ...]
 
 Known types (0..K) are labelled by their folder; the unlabelled anomalies are the test images our
-detector flags (score >= the bundle's image threshold), described by our detector's maps (MEBin)
-unless ``--set anomaly_prior=gt``. Training: two-view contrastive learning, then the number of novel
+detector flags (score >= the bundle's image threshold) or, when it flags fewer than
+``min_unlabelled`` (16, or a quarter of the unlabelled test images), the highest-scoring ones up to
+that count (:mod:`protoinspect.training.discovery_selection`); they are described by our detector's
+maps (MEBin) unless ``--set anomaly_prior=gt``. Training: two-view contrastive learning, then the number of novel
 classes is estimated (cosine silhouette of spherical k-means on the image embeddings, unless
 ``--num-novel``), vMF prototypes are initialised from the class means / cluster centres and learned
 with the labels and balanced self-labelling (Sinkhorn-Knopp). The outlier threshold is a low quantile
@@ -29,8 +31,7 @@ import torch.nn.functional as F
 
 from protoinspect.sdk import config_codec
 from protoinspect.sdk.bundle import load_bundle, write_bundle
-from protoinspect.sdk.errors import report_error
-from protoinspect.sdk.errors import ConfigError, DatasetError, ProtoInspectError
+from protoinspect.sdk.errors import ProtoInspectError, report_error
 from protoinspect.sdk.manifest_sections import ClassifierRecord, DiscoverySection, DiscoveryTraining
 from protoinspect.sdk.models.defect_classifier import DefectClassifierNet
 from protoinspect.sdk.models.loading import load_detector_net
@@ -47,6 +48,7 @@ from protoinspect.training.discovery_data import (
     with_reject_threshold,
 )
 from protoinspect.training.discovery_losses import info_nce, sinkhorn, supcon
+from protoinspect.training.discovery_selection import check_class_count, check_discovery_inputs, select_unlabelled
 from protoinspect.training.kmeans import estimate_num_classes, spherical_kmeans
 from protoinspect.training.train_detector import serialize_weights
 
@@ -175,12 +177,15 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     """Train a classifier for ``bundle``'s detector on ``data`` and write the bundle ``out`` (see module doc).
 
     ``flag_threshold``: detector score from which an unlabelled test image counts as an anomaly
-    (None: the bundle's calibrated image threshold).
+    (None: the bundle's calibrated image threshold); below ``cfg.min_unlabelled`` flagged images the
+    highest-scoring ones are taken (:func:`~protoinspect.training.discovery_selection.select_unlabelled`).
 
     Raises:
-        ConfigError: unknown or overlapping ``known`` / ``exclude`` types, bad ``num_novel``.
-        DatasetError: too few flagged anomalies to learn from.
-        BundleError: ``bundle`` invalid, or ``out`` exists without ``overwrite``.
+        ConfigError: unknown or overlapping ``known`` / ``exclude`` types, every defect type known or
+            excluded, ``num_novel`` < 1, above the unlabelled images, or a one-class classifier.
+        DatasetError: no defective test images, or too few unlabelled test images to learn from.
+        BundleError: ``bundle`` invalid (e.g. detector weights missing, not a PrototypeDetectorNet),
+            or ``out`` exists without ``overwrite``.
     """
     cfg = cfg or DiscoveryTrainConfig()
     t0 = time.perf_counter()
@@ -191,20 +196,18 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     net = load_detector_net(det).eval()
     spec = det.manifest.preprocess_spec
     ds = load_dataset(data)
-    types = sorted({s.defect_type for s in ds.test if s.label == 1})
-    bad = [t for t in (*known, *exclude) if t not in types]
-    if bad or set(known) & set(exclude):
-        raise ConfigError(f"--known/--exclude-type must be distinct defect types of {ds.root}: {types}; got bad {bad}")
-    if num_novel is not None and num_novel < 1:
-        raise ConfigError(f"--num-novel must be >= 1, got {num_novel}")
+    check_discovery_inputs(ds.root, ds.test, known, exclude, num_novel)
     test = [s for s in ds.test if s.defect_type not in exclude]
     detected = detect(test, ds.channels, net, spec, progress)
     threshold = float(det.manifest.thresholds["image"]) if flag_threshold is None else float(flag_threshold)
     known = list(known)
     lab_idx = [i for i, s in enumerate(test) if s.defect_type in known]
-    unl_idx = [i for i, s in enumerate(test) if s.defect_type not in known and detected.scores[i] >= threshold]
-    if len(unl_idx) < 2:
-        raise DatasetError(f"{ds.root}: the detector flags only {len(unl_idx)} unlabelled test image(s); need >= 2")
+    chosen = select_unlabelled(detected.scores, [i for i, s in enumerate(test) if s.defect_type not in known],
+                               threshold, cfg)
+    unl_idx = list(chosen.indices)
+    check_class_count(len(known), num_novel, len(unl_idx), cfg)
+    if progress:
+        print(chosen.describe(), file=sys.stderr)
     idx = lab_idx + unl_idx
     sub = _subset(detected, idx)
     settings = calibrate_settings(sub, cfg)
@@ -250,7 +253,8 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
         training=DiscoveryTraining(
             config=cfg.to_dict(), data=str(Path(data).resolve()), known_types=known, excluded_types=list(exclude),
             num_labelled=len(lab_idx), num_unlabelled=len(unl_idx), detector_bundle_id=det.manifest.bundle_id,
-            flag_threshold=threshold, k_novel_estimated=int(k_novel) if num_novel is None else None,
+            flag_threshold=threshold, num_flagged=chosen.num_flagged, num_added_by_rule=chosen.num_added,
+            score_cut=chosen.score_cut, k_novel_estimated=int(k_novel) if num_novel is None else None,
             num_novel_given=num_novel, silhouettes={str(k): float(v) for k, v in silhouettes.items()},
             loss_contrastive_last=float(np.mean(hist_a[-20:])) if hist_a else None,
             loss_prototype_last=float(np.mean(hist_b[-20:])) if hist_b else None,
@@ -304,8 +308,10 @@ def main(argv: Sequence[str] | None = None, *, export_classifier: Callable[[Path
         return report_error(exc)
     manifest = load_bundle(path).manifest
     names = ", ".join(c["name"] for c in manifest.classes)
-    print(f"wrote {path}: {len(manifest.classes)} classes ({names}); "
-          f"novel estimated: {manifest.discovery.training.k_novel_estimated}")
+    tr = manifest.discovery.training
+    print(f"wrote {path}: {len(manifest.classes)} classes ({names}); novel estimated: {tr.k_novel_estimated}; "
+          f"unlabelled anomalies: {tr.num_unlabelled} ({tr.num_flagged} flagged at score >= {tr.flag_threshold:.4g}, "
+          f"{tr.num_added_by_rule} added by min_unlabelled; effective score cut {tr.score_cut:.4g})")
     return 0
 
 

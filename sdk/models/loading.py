@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from protoinspect.sdk.bundle import Bundle, load_bundle
 from protoinspect.sdk.errors import BundleError, ConfigError
+from protoinspect.sdk.manifest import RECREATE_HINT
 
 if TYPE_CHECKING:  # torch is imported only when a net is built
     from protoinspect.sdk.models.prototype_detector import PrototypeDetectorNet
@@ -33,8 +34,11 @@ def load_detector_net(bundle: Bundle | str | Path, overrides: dict[str, Any] | N
         bundle = load_bundle(bundle)
     model_info = bundle.manifest.model
     if model_info.get("architecture") != "PrototypeDetectorNet":
-        msg = f"{bundle.path / 'manifest.json'}: model architecture {model_info.get('architecture')!r} is not PrototypeDetectorNet"
+        msg = (f"{bundle.path / 'manifest.json'}: model architecture {model_info.get('architecture')!r} is not "
+               f"PrototypeDetectorNet (not a ProtoInspect detector bundle); {RECREATE_HINT}")
         raise BundleError(msg)
+    if not isinstance(model_info.get("config"), dict):
+        raise BundleError(f"{bundle.path / 'manifest.json'}: key 'model' has no detector 'config'; {RECREATE_HINT}")
     config = dict(model_info["config"])
     for key, value in (overrides or {}).items():
         if key not in INFERENCE_SETTINGS:

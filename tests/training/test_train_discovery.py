@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,7 @@ import pytest
 
 from protoinspect.sdk import Inspector, InspectorConfig, Verdict
 from protoinspect.sdk.bundle import load_bundle
-from protoinspect.sdk.errors import BundleError, ConfigError
+from protoinspect.sdk.errors import BundleError, ConfigError, DatasetError
 
 from tiny_configs import TINY_DISCOVERY  # noqa: E402
 
@@ -33,6 +34,9 @@ def test_discovery_bundle_keeps_the_detector_and_adds_classes(discovery_bundle: 
     info = new.extra["discovery"]
     assert info["training"]["known_types"] == ["crack"] and info["training"]["num_labelled"] == 2
     assert info["training"]["k_novel_estimated"] == len(novel)
+    # flag_threshold=-inf flags all 12 unlabelled test images: the minimum-count rule adds none
+    assert (info["training"]["num_flagged"], info["training"]["num_added_by_rule"], info["training"]["num_unlabelled"]) \
+        == (12, 0, 12)
     s = info["settings"]
     assert s["s_min"] <= s["s_max"] and isinstance(s["reject_threshold"], float)
     # the typed view of the same section (what the runtime reads), and the config nested, not flat
@@ -125,6 +129,62 @@ def test_bad_discovery_arguments(discovery_bundle: tuple[Path, Path], tile: Path
         load_classifier_net(discovery_bundle[0])
     assert main(["--data", str(tile), "--bundle", str(discovery_bundle[0]), "--out", str(tmp_path / "y"),
                  "--known", "crack", "--exclude-type", "crack", "--quiet"]) == 2
+    types = sorted(p.name for p in (tile / "test").iterdir() if p.name != "good")
+    with pytest.raises(ConfigError, match="no novel type is left"):
+        train_discovery(tile, discovery_bundle[0], tmp_path / "x", known=types, progress=False)
+    with pytest.raises(ConfigError, match="more novel classes than the 12 unlabelled"):
+        train_discovery(tile, discovery_bundle[0], tmp_path / "x", known=["crack"], num_novel=13, progress=False)
+    with pytest.raises(ConfigError, match="--num-novel must be >= 1"):
+        train_discovery(tile, discovery_bundle[0], tmp_path / "x", num_novel=-1, progress=False)
+    good_only = tmp_path / "good-only"
+    shutil.copytree(tile / "train", good_only / "train")
+    shutil.copytree(tile / "test" / "good", good_only / "test" / "good")
+    with pytest.raises(DatasetError, match="no defect(ive test images| folders).*test/<defect_type>/"):
+        train_discovery(good_only, discovery_bundle[0], tmp_path / "x", progress=False)
+
+
+def test_discovery_refuses_a_bundle_without_a_usable_detector(discovery_bundle: tuple[Path, Path], tile: Path,
+                                                              tmp_path: Path) -> None:
+    from protoinspect.sdk.bundle import write_bundle
+    from protoinspect.training.train_discovery import train_discovery
+
+    det = discovery_bundle[0]
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(det, no_weights)
+    (no_weights / "detector.safetensors").unlink()
+    with pytest.raises(BundleError, match="detector.safetensors.* is missing.*restore the file"):
+        train_discovery(tile, no_weights, tmp_path / "x", progress=False)
+    m = load_bundle(det).manifest
+    fields = {"preprocess": m.preprocess, "thresholds": m.thresholds, "datasets": m.datasets}
+    for model, problem in (({**m.model, "architecture": "ResNet"}, "'ResNet' is not PrototypeDetectorNet"),
+                           ({k: v for k, v in m.model.items() if k != "config"}, "no detector 'config'")):
+        bad = tmp_path / "bad"
+        write_bundle(bad, manifest_fields={**fields, "model": model}, files={n: det / n for n in m.files}, overwrite=True)
+        with pytest.raises(BundleError, match=f"{problem}.*re-create the bundle"):
+            train_discovery(tile, bad, tmp_path / "x", progress=False)
+
+
+def test_too_few_flagged_anomalies_fall_back_to_the_highest_scores(discovery_bundle: tuple[Path, Path], tile: Path,
+                                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                                  ) -> None:
+    from protoinspect.sdk.models.loading import load_detector_net
+    from protoinspect.training.datasets import load_dataset
+    from protoinspect.training.discovery_data import detect
+    from protoinspect.training.train_discovery import main
+
+    det = discovery_bundle[0]
+    sets = [*TINY_DISCOVERY, "contrastive_steps=2", "prototype_steps=2", "min_unlabelled=4", "min_unlabelled_fraction=0"]
+    args = ["--data", str(tile), "--bundle", str(det), "--out", str(tmp_path / "top"), "--known", "crack",
+            "--flag-threshold", "inf", "--no-export", "--quiet"]
+    assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0  # the threshold flags nothing
+    training = load_bundle(tmp_path / "top").manifest.discovery.training
+    assert (training.num_flagged, training.num_added_by_rule, training.num_unlabelled) == (0, 4, 4)
+    ds = load_dataset(tile)
+    unlabelled = [s for s in ds.test if s.defect_type != "crack"]
+    scores = detect(unlabelled, ds.channels, load_detector_net(det), load_bundle(det).manifest.preprocess_spec).scores
+    assert training.score_cut == pytest.approx(float(np.sort(scores)[-4]))  # the 4th highest detector score
+    assert training.flag_threshold == float("inf")
+    assert "unlabelled anomalies: 4 (0 flagged at score >= inf, 4 added by min_unlabelled" in capsys.readouterr().out
 
 
 def test_apply_edits_accepts_renames_merges_and_drops() -> None:

@@ -302,8 +302,13 @@ def test_load_detector_net_wrong_architecture(tmp_path: Path) -> None:
         },
         files={"detector.safetensors": save(net.state_dict())},
     )
-    with pytest.raises(BundleError, match="PatchCore"):
+    with pytest.raises(BundleError, match="PatchCore.*re-create the bundle"):
         load_detector_net(tmp_path / "bundle")
+    write_bundle(tmp_path / "no-config", manifest_fields={
+        "preprocess": PreprocessSpec(image_size=(64, 64)), "model": {"architecture": "PrototypeDetectorNet"},
+        "thresholds": {"image": 0.5, "pixel": 0.5, "calibration": {}}}, files={"detector.safetensors": save(net.state_dict())})
+    with pytest.raises(BundleError, match="no detector 'config'.*re-create the bundle"):
+        load_detector_net(tmp_path / "no-config")
 
 
 def test_inference_overrides_change_only_inference(tmp_path: Path, rng: np.random.Generator) -> None:
