@@ -78,6 +78,8 @@ class DiscoveryTraining:
     k_novel_estimated: int | None = None
     num_novel_given: int | None = None
     silhouettes: dict[str, float] = field(default_factory=dict)
+    k_method: str | None = None
+    k_picks: dict[str, int] = field(default_factory=dict)
     loss_contrastive_last: float | None = None
     loss_prototype_last: float | None = None
     seconds: float | None = None

@@ -20,6 +20,10 @@ VARIANTS = ("identity", "hflip", "vflip", "rot180")
 FLAT_CLASSIFIER_KEYS = ("grid", "embed_dim", "num_layers", "num_heads", "proj_dim", "kappa")
 
 
+#: ways to estimate the number of novel classes (``k_method``)
+K_METHODS = ("silhouette_cosine", "consensus", "silhouette", "eigengap", "bic", "stability")
+
+
 @dataclass(frozen=True)
 class DiscoveryTrainConfig:
     """Everything that decides how the defect classifier is trained. Defaults suit a 2-core CPU.
@@ -36,6 +40,10 @@ class DiscoveryTrainConfig:
         sinkhorn_epsilon / sinkhorn_iters: entropic regularisation of the balanced assignments.
         contrastive_weight: weight of the InfoNCE term during prototype learning.
         k_max: largest number of novel classes considered when estimating it.
+        k_method: how the number of novel classes is estimated on the unlabelled embeddings:
+            ``silhouette_cosine`` (spherical k-means, the default of earlier versions) or a criterion of
+            :func:`protoinspect.training.k_estimation.estimate_k` (``consensus``, ``silhouette``,
+            ``eigengap``, ``bic``, ``stability``); every criterion's pick is recorded in the bundle.
         min_unlabelled / min_unlabelled_fraction: the fewest unlabelled anomalies discovery learns from,
             ``max(min_unlabelled, ceil(min_unlabelled_fraction * N))`` of the N unlabelled test images
             (capped at N): when the flag threshold flags fewer, the highest-scoring images are taken up to
@@ -68,6 +76,7 @@ class DiscoveryTrainConfig:
     sinkhorn_iters: int = 3
     contrastive_weight: float = 0.5
     k_max: int = 8
+    k_method: str = "silhouette_cosine"
     min_unlabelled: int = 16
     min_unlabelled_fraction: float = 0.25
     reject_quantile: float = 0.05
@@ -87,6 +96,7 @@ class DiscoveryTrainConfig:
             (self.contrastive_steps >= 0 and self.prototype_steps >= 0, "steps >= 0"),
             (self.batch >= 4, "batch >= 4"),
             (self.k_max >= 2, "k_max >= 2"),
+            (self.k_method in K_METHODS, f"k_method in {K_METHODS}"),
             (self.min_unlabelled >= 0, "min_unlabelled >= 0"),
             (0.0 <= self.min_unlabelled_fraction <= 1.0, "min_unlabelled_fraction in [0, 1]"),
             (0.0 <= self.reject_quantile < 0.5, "reject_quantile in [0, 0.5)"),

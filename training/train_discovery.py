@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from protoinspect.sdk import config_codec
 from protoinspect.sdk.bundle import load_bundle, write_bundle
 from protoinspect.sdk.errors import ProtoInspectError, report_error
@@ -49,6 +48,7 @@ from protoinspect.training.discovery_data import (
 )
 from protoinspect.training.discovery_losses import info_nce, sinkhorn, supcon
 from protoinspect.training.discovery_selection import check_class_count, check_discovery_inputs, select_unlabelled
+from protoinspect.training.k_estimation import estimate_k
 from protoinspect.training.kmeans import estimate_num_classes, spherical_kmeans
 from protoinspect.training.train_detector import serialize_weights
 
@@ -232,8 +232,15 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     unl = np.asarray([i for i, y in enumerate(labels) if y < 0])
     rng = np.random.default_rng(cfg.seed)
     silhouettes: dict[int, float] = {}
+    picks: dict[str, int] = {}
     if num_novel is None:
         k_novel, silhouettes = estimate_num_classes(emb[unl], cfg.k_max, rng)
+        upper = min(cfg.k_max, len(unl) - 1)
+        if upper >= 2:
+            est = estimate_k(emb[unl], 2, upper, method="consensus", seed=cfg.seed)
+            picks = {**{m: int(k) for m, k in est.picks.items()}, "consensus": int(est.k), "silhouette_cosine": int(k_novel)}
+            if cfg.k_method != "silhouette_cosine":
+                k_novel = picks[cfg.k_method]
     else:
         k_novel = min(num_novel, len(unl))
     _, centres = spherical_kmeans(emb[unl], k_novel, rng)
@@ -256,6 +263,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
             flag_threshold=threshold, num_flagged=chosen.num_flagged, num_added_by_rule=chosen.num_added,
             score_cut=chosen.score_cut, k_novel_estimated=int(k_novel) if num_novel is None else None,
             num_novel_given=num_novel, silhouettes={str(k): float(v) for k, v in silhouettes.items()},
+            k_method=cfg.k_method if num_novel is None else None, k_picks=picks,
             loss_contrastive_last=float(np.mean(hist_a[-20:])) if hist_a else None,
             loss_prototype_last=float(np.mean(hist_b[-20:])) if hist_b else None,
             seconds=round(time.perf_counter() - t0, 1)),

@@ -251,3 +251,19 @@ def test_discovery_with_a_user_vit_token_source(discovery_bundle: tuple[Path, Pa
     with Inspector.from_bundle(out, backend="torch", config=cfg_i) as insp:
         result = insp.inspect(frame)
     assert result.image_class_name in {c["name"] for c in manifest.classes}
+
+
+def test_every_k_criterion_is_recorded_and_the_default_keeps_the_cosine_silhouette(
+        discovery_bundle: tuple[Path, Path]) -> None:
+    training = load_bundle(discovery_bundle[1]).manifest.discovery.training
+    assert training.k_method == "silhouette_cosine"
+    assert {"consensus", "silhouette_cosine", "eigengap", "bic", "stability"} <= set(training.k_picks)
+    assert training.k_picks["silhouette_cosine"] == training.k_novel_estimated
+    assert all(2 <= k <= 4 for k in training.k_picks.values())  # k_max=4 in the tiny config
+
+
+def test_bad_k_method_names_the_choices() -> None:
+    from protoinspect.training.discovery_config import discovery_config
+
+    with pytest.raises(ConfigError, match="k_method"):
+        discovery_config(["k_method=gap_statistic"])
