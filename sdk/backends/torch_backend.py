@@ -101,8 +101,7 @@ class TorchBackend(BackendBase):
         self._spec = bundle.manifest.preprocess_spec
         self._weights_name = str(bundle.manifest.model.get("weights", "detector.safetensors"))
         overrides = None if attention_impl is None else {"attention_impl": attention_impl}
-        self._net = load_detector_net(bundle, overrides)
-        self._graph = DetectorGraph(self._net, self._spec).to(self._torch_device).eval()
+        self._graph = DetectorGraph(load_detector_net(bundle, overrides), self._spec).to(self._torch_device).eval()
         self._half = bool(half)
         self._graphs = CudaGraphRunner(self._gpu_forward) if cuda_graph else None
         self._init_base(bundle, device, (DETECTOR_INPUT,), (*DETECTOR_OUTPUTS, DETECTOR_FEATURES))
@@ -148,7 +147,7 @@ class TorchBackend(BackendBase):
         return GraphOutputs(self.output_names, lambda name: self._to_host(tensors[name]))
 
     def _release(self) -> None:
-        self._net = self._graph = None
+        self._graph = None
         if self._torch_device.type == "cuda":
             self._torch.cuda.empty_cache()
 
@@ -181,5 +180,5 @@ class TorchBackend(BackendBase):
             "closed": self.closed,
             "cuda_graph": self._graphs is not None,
             "half": self._half,
-            "attention_impl": self._net.config.attention_impl if self._net is not None else None,
+            "attention_impl": self._graph.net.config.attention_impl if self._graph is not None else None,
         }
