@@ -1,4 +1,4 @@
-"""Export a bundle's defect classifier to ``classifier.onnx`` (inputs ``tokens`` / ``regions``, outputs
+"""Export a bundle's defect classifier to ``classifier.onnx`` (inputs ``tokens`` / ``regions`` [/ ``descriptors``], outputs
 ``embedding`` / ``logits``, dynamic batch), lint it for TensorRT and check it against torch."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from protoinspect.export.onnx_lint import lint_onnx
 from protoinspect.export.onnx_parity import PARITY_PROVIDER
 from protoinspect.export.trt_ops import TRT_DOC_VERSION
@@ -32,7 +31,6 @@ def export_classifier_onnx(bundle_dir: str | Path, *, opset: int = DEFAULT_OPSET
         ExportError: export, lint or parity failed (the bundle is left unchanged).
     """
     import onnx
-
     from protoinspect.sdk._imports import require
     from protoinspect.sdk.bundle import add_files, load_bundle
     from protoinspect.sdk.models.loading import load_classifier_net
@@ -44,14 +42,16 @@ def export_classifier_onnx(bundle_dir: str | Path, *, opset: int = DEFAULT_OPSET
     rng = np.random.default_rng()
     with tempfile.TemporaryDirectory(prefix="protoinspect-clf-") as tmp:
         path = Path(tmp) / CLASSIFIER_ONNX
-        sample = (torch.randn(2, c, g, g), torch.rand(2, 2, g, g))
+        r = cfg.descriptor_dim
+        inputs = INPUTS + (("descriptors",) if r else ())
+        sample = (torch.randn(2, c, g, g), torch.rand(2, 2, g, g)) + ((torch.randn(2, r),) if r else ())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                torch.onnx.export(net, sample, str(path), dynamo=False, opset_version=opset, input_names=list(INPUTS),
-                                  output_names=list(OUTPUTS), dynamic_axes={n: {0: "batch"} for n in (*INPUTS, *OUTPUTS)},
+                torch.onnx.export(net, sample, str(path), dynamo=False, opset_version=opset, input_names=list(inputs),
+                                  output_names=list(OUTPUTS), dynamic_axes={n: {0: "batch"} for n in (*inputs, *OUTPUTS)},
                                   do_constant_folding=True)
-            except Exception as exc:  # noqa: BLE001 - torch raises many types here
+            except Exception as exc:
                 raise ExportError(f"classifier export failed: {type(exc).__name__}: {exc}") from exc
         onnx.checker.check_model(str(path), full_check=True)
         problems = lint_onnx(path)
@@ -65,9 +65,12 @@ def export_classifier_onnx(bundle_dir: str | Path, *, opset: int = DEFAULT_OPSET
         for n in (1, num_random):
             tokens = rng.standard_normal((n, c, g, g)).astype(np.float32) * rng.uniform(0.1, 5.0)
             regions = rng.uniform(0, 1, (n, 2, g, g)).astype(np.float32)
+            feed = {"tokens": tokens, "regions": regions}
+            if r:
+                feed["descriptors"] = rng.standard_normal((n, r)).astype(np.float32)
             with torch.no_grad():
-                t_out = [t.numpy() for t in net(torch.from_numpy(tokens), torch.from_numpy(regions))]
-            o_out = session.run(list(OUTPUTS), {"tokens": tokens, "regions": regions})
+                t_out = [t.numpy() for t in net(*(torch.from_numpy(feed[k]) for k in inputs))]
+            o_out = session.run(list(OUTPUTS), feed)
             for name, t, o in zip(OUTPUTS, t_out, o_out):
                 if o.shape != t.shape:
                     raise ExportError(f"classifier.onnx output {name} is {o.shape}, torch gives {t.shape}")
@@ -76,7 +79,7 @@ def export_classifier_onnx(bundle_dir: str | Path, *, opset: int = DEFAULT_OPSET
         failed = [f"{k} max |diff| {diff[k]:.3g} > {tol[k]:.3g}" for k in diff if not diff[k] <= tol[k]]
         if failed:
             raise ExportError("classifier ONNX parity check failed: " + "; ".join(failed))
-        info = {"file": CLASSIFIER_ONNX, "opset": opset, "inputs": list(INPUTS), "outputs": list(OUTPUTS),
+        info = {"file": CLASSIFIER_ONNX, "opset": opset, "inputs": list(inputs), "outputs": list(OUTPUTS),
                 "parity": {"max_abs_diff": diff, "tolerance": tol, "num_random": num_random + 1,
                            "provider": PARITY_PROVIDER, "passed": True},
                 "tensorrt_lint": {"tensorrt_doc_version": TRT_DOC_VERSION, "problems": []}}

@@ -61,6 +61,7 @@ class DiscoveryTraining:
         silhouettes: cosine silhouette per candidate number of novel classes.
         loss_contrastive_last / loss_prototype_last: mean loss of the last steps of each stage.
         seconds: training time.
+        num_held_out: training images held out of training to calibrate the outlier threshold.
         rest: keys of newer writers, kept as they are.
     """
 
@@ -80,6 +81,7 @@ class DiscoveryTraining:
     silhouettes: dict[str, float] = field(default_factory=dict)
     k_method: str | None = None
     k_picks: dict[str, int] = field(default_factory=dict)
+    num_held_out: int | None = None
     loss_contrastive_last: float | None = None
     loss_prototype_last: float | None = None
     seconds: float | None = None

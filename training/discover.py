@@ -22,15 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from protoinspect.sdk import config_codec
 from protoinspect.sdk.bundle import load_bundle, write_bundle
-from protoinspect.sdk.errors import report_error
-from protoinspect.sdk.errors import ConfigError, InputError, ProtoInspectError
+from protoinspect.sdk.errors import ConfigError, InputError, ProtoInspectError, report_error
 from protoinspect.sdk.models.loading import load_classifier_net, load_detector_net
 from protoinspect.sdk.preprocess import resize_to_rgb
-from protoinspect.sdk.stages.region_classifier import bundle_vit
 from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
+from protoinspect.sdk.stages.region_classifier import bundle_vit
 from protoinspect.training.dataset_layout import Sample
 from protoinspect.training.discover_report import write_gallery
 from protoinspect.training.discovery_config import DiscoveryTrainConfig
@@ -120,8 +118,9 @@ def discover(source: str | Path, bundle: str | Path, *, images_dir: str | Path |
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in images]
     with torch.no_grad():
         crops = build_discovery_images(detected, flagged, net, spec, settings, cfg, obj, progress,
-                                       variants=("identity",), jitters=1, vit=bundle_vit(b, settings))
-    preds, emb = predict_images(clf, crops, settings.crops.merge_temperature)
+                                       variants=("identity",), jitters=1, vit=bundle_vit(b, settings),
+                                        pixel_threshold=float(b.manifest.thresholds["pixel"]))
+    preds, emb = predict_images(clf, crops, settings)
     outliers = [j for j, p in enumerate(preds) if p.score < settings.reject_threshold]
     proposals: dict[str, np.ndarray] = {}
     members: dict[str, list[int]] = {}

@@ -51,7 +51,14 @@ class DiscoveryTrainConfig:
             images per candidate class at k_max = 8; a quarter, because a discovery set is gathered to hold
             defects (the synthetic line's test split is 36 of 56 defective), so the top quarter of the
             scores stays well inside them. ``min_unlabelled=0 min_unlabelled_fraction=0``: the threshold only.
-        reject_quantile: outlier threshold = this quantile of the training images' vMF scores.
+        reject_quantile / reject_holdout_fraction: the outlier threshold is the ``reject_quantile``
+            quantile of the vMF scores of held-out images: ``reject_holdout_fraction`` of the labelled and
+            of the unlabelled training images (at least one of each group with 4 or more) take no part in
+            training; 0: the training images' own scores (optimistic: they were fitted).
+        region_method / peak_fraction: how the anomalous pixels of a map are found
+            (:class:`protoinspect.sdk.stages.discovery_crops.DiscoverySettings`): ``peak`` (default) or ``mebin``.
+        descriptors: give the classifier the region descriptors of each crop as a third input
+            (weight ``classifier.descriptor_weight``).
         jitters: random box jitters precomputed per crop and flip variant (views are drawn from them).
         box_jitter: relative shift/scale of jittered boxes.
         feature_noise / token_drop: feature-level augmentation of each view.
@@ -80,6 +87,10 @@ class DiscoveryTrainConfig:
     min_unlabelled: int = 16
     min_unlabelled_fraction: float = 0.25
     reject_quantile: float = 0.05
+    reject_holdout_fraction: float = 0.2
+    region_method: str = "peak"
+    peak_fraction: float = 0.5
+    descriptors: bool = True
     jitters: int = 3
     box_jitter: float = 0.15
     feature_noise: float = 0.05
@@ -101,6 +112,9 @@ class DiscoveryTrainConfig:
             (0.0 <= self.min_unlabelled_fraction <= 1.0, "min_unlabelled_fraction in [0, 1]"),
             (0.0 <= self.reject_quantile < 0.5, "reject_quantile in [0, 0.5)"),
             (self.jitters >= 1, "jitters >= 1"),
+            (0.0 <= self.reject_holdout_fraction <= 0.5, "reject_holdout_fraction in [0, 0.5]"),
+            (self.region_method in ("mebin", "peak"), "region_method in ('mebin', 'peak')"),
+            (0.0 < self.peak_fraction < 1.0, "peak_fraction in (0, 1)"),
             (self.anomaly_prior in ANOMALY_PRIORS, f"anomaly_prior in {ANOMALY_PRIORS}"),
             (self.masker in ("none", "otsu"), "masker in ('none', 'otsu')"),
             (self.temperature > 0 and self.supcon_temperature > 0 and self.sinkhorn_epsilon > 0, "positive temperatures"),

@@ -10,7 +10,6 @@ from functools import partial
 
 import numpy as np
 import torch
-
 from protoinspect.sdk.preprocess import PreprocessSpec, resize_gt_mask
 from protoinspect.sdk.stages.crops import CropBox
 from protoinspect.sdk.stages.discovery_crops import (
@@ -48,6 +47,8 @@ class DiscoveryImage:
         crops: the exact (identity, un-jittered) crops, as the runtime builds them.
         tokens: V x n x C x G x G float16 versions of the n crops (version 0 = ``crops.tokens``).
         regions: V x n x 2 x G x G float16, likewise.
+        descriptors: n x D raw region descriptors of the exact crops (NaN rows: no anomalous pixel in
+            the crop), shared by every version (flips and small jitters keep the region).
     """
 
     sample: Sample
@@ -55,6 +56,7 @@ class DiscoveryImage:
     crops: CropSet
     tokens: np.ndarray
     regions: np.ndarray
+    descriptors: np.ndarray
 
 
 def _flip(a: np.ndarray, variant: str) -> np.ndarray:
@@ -122,21 +124,24 @@ def calibrate_settings(detected: DetectedImages, cfg: DiscoveryTrainConfig) -> D
     """Discovery settings with the MEBin range calibrated on these maps (methods.md §3(b).1)."""
     s_min, s_max = mebin_range(list(detected.maps))
     return DiscoverySettings(grid=cfg.classifier.grid, s_min=s_min, s_max=s_max,
-                             token_source="vit" if cfg.vit_weights else "detector", vit_input=cfg.vit_input)
+                             token_source="vit" if cfg.vit_weights else "detector", vit_input=cfg.vit_input,
+                             region_method=cfg.region_method, peak_fraction=cfg.peak_fraction)
 
 
 def build_discovery_images(detected: DetectedImages, indices: Sequence[int], net: torch.nn.Module,
                            spec: PreprocessSpec, settings: DiscoverySettings, cfg: DiscoveryTrainConfig,
                            object_masks: Sequence[np.ndarray | None] | None = None,
                            progress: bool = False, variants: Sequence[str] = VARIANTS,
-                           jitters: int | None = None, vit: torch.nn.Module | None = None) -> list[DiscoveryImage]:
+                           jitters: int | None = None, vit: torch.nn.Module | None = None,
+                           pixel_threshold: float = float("inf")) -> list[DiscoveryImage]:
     """Crops and augmented versions of the images ``indices`` of ``detected``.
 
     Versions: every flip variant of the image goes through the frozen detector; for each, the crop
     boxes (found once on the identity view) are flipped alike and ``cfg.jitters`` times jittered
     (the first exact). ``variants`` must start with ``identity``; evaluation passes only that and
     ``jitters=1``. With ``vit`` (settings.token_source == "vit") the tokens come from image crops
-    through the ViT instead of the detector's features.
+    through the ViT instead of the detector's features. ``pixel_threshold``: the bundle's calibrated
+    pixel threshold (``settings.region_method == "peak"`` takes every pixel above it).
     """
     if variants[0] != "identity":
         raise ValueError("variants must start with 'identity'")
@@ -156,8 +161,9 @@ def build_discovery_images(detected: DetectedImages, indices: Sequence[int], net
         views = np.stack([np.ascontiguousarray(_flip(detected.images[i], v)) for v in variants])
         _, _, feats = forward_detector(net, views, spec, batch=len(variants))
         token_fn = None if vit is None else partial(_vit_tokens, vit, views[0], settings)
-        crops = build_crops(detected.maps[i], feats[0], obj, settings, anomaly_mask=prior, token_fn=token_fn)
-        anomaly = crops.binarized.mask if prior is None else prior
+        crops = build_crops(detected.maps[i], feats[0], obj, settings, anomaly_mask=prior, token_fn=token_fn,
+                            image=detected.images[i], pixel_threshold=pixel_threshold)
+        anomaly = crops.anomaly_mask
         objm = np.ones((h, w), bool) if obj is None else obj
         tokens, regions = [], []
         for vi, variant in enumerate(variants):
@@ -173,7 +179,8 @@ def build_discovery_images(detected: DetectedImages, indices: Sequence[int], net
                 regions.append(np.stack([crop_regions(amask, omask, b, settings.grid) for b in boxes]))
         out.append(DiscoveryImage(sample=sample, score=float(detected.scores[i]), crops=crops,
                                   tokens=np.stack(tokens).astype(np.float16),
-                                  regions=np.stack(regions).astype(np.float16)))
+                                  regions=np.stack(regions).astype(np.float16),
+                                  descriptors=np.asarray(crops.descriptors, np.float32)))
     return out
 
 

@@ -22,13 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from protoinspect.sdk.bundle import load_bundle
-from protoinspect.sdk.errors import report_error
-from protoinspect.sdk.errors import BundleError, ProtoInspectError
+from protoinspect.sdk.errors import BundleError, ProtoInspectError, report_error
 from protoinspect.sdk.models.loading import load_classifier_net, load_detector_net
-from protoinspect.sdk.stages.region_classifier import bundle_vit
 from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
+from protoinspect.sdk.stages.region_classifier import bundle_vit
 from protoinspect.training.datasets import load_dataset
 from protoinspect.training.discovery_config import DiscoveryTrainConfig
 from protoinspect.training.discovery_data import build_discovery_images, detect
@@ -68,9 +66,10 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
     obj = [None if cfg.masker == "none" else np.asarray(masker.mask(im), bool) for im in detected.images]
     with torch.no_grad():
         images = build_discovery_images(detected, range(len(samples)), net, spec, settings, cfg, obj, progress,
-                                        variants=("identity",), jitters=1, vit=bundle_vit(b, settings))
+                                        variants=("identity",), jitters=1, vit=bundle_vit(b, settings),
+                                        pixel_threshold=float(b.manifest.thresholds["pixel"]))
     t_cls = time.perf_counter()
-    preds, _ = predict_images(clf, images, settings.crops.merge_temperature)
+    preds, _ = predict_images(clf, images, settings)
     cls_ms = (time.perf_counter() - t_cls) * 1e3 / max(1, len(images))
     names = {c["id"]: c["name"] for c in b.manifest.classes}
     excluded = set(section.training.excluded_types)

@@ -30,12 +30,14 @@ import torch
 import torch.nn.functional as F
 from protoinspect.sdk import config_codec
 from protoinspect.sdk.bundle import load_bundle, write_bundle
-from protoinspect.sdk.errors import ProtoInspectError, report_error
+from protoinspect.sdk.errors import DatasetError, ProtoInspectError, report_error
 from protoinspect.sdk.manifest_sections import ClassifierRecord, DiscoverySection, DiscoveryTraining
 from protoinspect.sdk.models.defect_classifier import DefectClassifierNet
 from protoinspect.sdk.models.loading import load_detector_net
+from protoinspect.sdk.stages.discovery_crops import DiscoverySettings
 from protoinspect.sdk.stages.discovery_merge import MergedPrediction, area_weights, merge_crops
 from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
+from protoinspect.sdk.stages.region_descriptors import standardise, standardise_rows
 from protoinspect.training.datasets import load_dataset
 from protoinspect.training.discovery_config import DiscoveryTrainConfig, discovery_config
 from protoinspect.training.discovery_data import (
@@ -56,6 +58,20 @@ CLASSIFIER_FILE = "classifier.safetensors"
 VIT_FILE = "vit.safetensors"
 
 
+def holdout_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(fit, held-out) indices: ``fraction`` of each label group (known types, and the unlabelled -1),
+    rounded down, held out of training to calibrate the outlier threshold; groups of fewer than 4 images
+    stay whole in training."""
+    rng = np.random.default_rng(seed + 7)
+    held: list[int] = []
+    for y in sorted(set(labels)):
+        members = [i for i, v in enumerate(labels) if v == y]
+        n = int(len(members) * fraction) if len(members) >= 4 else 0
+        held += [int(i) for i in rng.choice(members, size=n, replace=False)] if n else []
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
 def _subset(detected: DetectedImages, idx: Sequence[int]) -> DetectedImages:
     sel = np.asarray(idx, int)
     return DetectedImages(tuple(detected.samples[i] for i in sel), detected.images[sel], detected.maps[sel],
@@ -65,9 +81,11 @@ def _subset(detected: DetectedImages, idx: Sequence[int]) -> DetectedImages:
 class _Views:
     """Draws batches of crops and two augmented versions of each."""
 
-    def __init__(self, images: list[DiscoveryImage], labels: list[int], cfg: DiscoveryTrainConfig) -> None:
+    def __init__(self, images: list[DiscoveryImage], labels: list[int], cfg: DiscoveryTrainConfig,
+                 settings: DiscoverySettings) -> None:
         self.images = images
         self.cfg = cfg
+        self.descriptors = [image_descriptors(im, settings) for im in images]
         self.rng = np.random.default_rng(cfg.seed + 1)
         pool = [(i, k) for i, im in enumerate(images) for k in range(im.tokens.shape[1])]
         self.labelled = [(i, k) for i, k in pool if labels[i] >= 0]
@@ -83,8 +101,9 @@ class _Views:
             x = x * keep
         return x
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(view1 tokens, view1 regions, view2 tokens, view2 regions, labels (-1 = unlabelled))."""
+    def batch(self) -> tuple[torch.Tensor, ...]:
+        """(view1 tokens, view1 regions, view2 tokens, view2 regions, labels (-1 = unlabelled), descriptors
+        of the picked crops or None)."""
         b = self.cfg.batch
         picks: list[tuple[int, int]] = []
         if self.labelled and self.unlabelled:
@@ -102,24 +121,48 @@ class _Views:
                 regs.append(self.images[i].regions[v, k])
             out += [self._augment(np.stack(toks)), torch.from_numpy(np.stack(regs).astype(np.float32))]
         labels = torch.tensor([self.labels[i] for i, _ in picks])
-        return out[0], out[1], out[2], out[3], labels
+        desc = None if self.descriptors[0] is None else torch.stack([self.descriptors[i][k] for i, k in picks])
+        return out[0], out[1], out[2], out[3], labels, desc
+
+
+def image_descriptors(im: DiscoveryImage, settings: DiscoverySettings) -> torch.Tensor | None:
+    """The standardised descriptors (n x D) of ``im``'s crops, None for a classifier without them."""
+    if not settings.uses_descriptors:
+        return None
+    return torch.from_numpy(standardise_rows(im.descriptors, settings.descriptor_mean, settings.descriptor_scale))
+
+
+def with_descriptor_stats(settings: DiscoverySettings, images: Sequence[DiscoveryImage]) -> DiscoverySettings:
+    """``settings`` with the descriptor standardisation of the training crops (NaN rows left out).
+
+    Raises:
+        DatasetError: no crop of any image holds an anomalous pixel.
+    """
+    raw = np.concatenate([im.descriptors for im in images])
+    raw = raw[~np.isnan(raw).any(axis=1)]
+    if len(raw) == 0:
+        raise DatasetError("no crop of the discovery images holds an anomalous pixel: no region descriptors")
+    _, stats = standardise(raw)
+    return dataclasses.replace(settings, descriptor_mean=tuple(float(v) for v in stats.mean),
+                               descriptor_scale=tuple(float(v) for v in stats.scale))
 
 
 @torch.no_grad()
-def predict_images(model: DefectClassifierNet, images: Sequence[DiscoveryImage], temperature: float
+def predict_images(model: DefectClassifierNet, images: Sequence[DiscoveryImage], settings: DiscoverySettings
                    ) -> tuple[list[MergedPrediction], np.ndarray]:
     """Merged predictions (exact crops, version 0) and unit image embeddings (n x D) of ``images``."""
     model.eval()
+    temperature = settings.crops.merge_temperature
     preds, embeds = [], []
     for im in images:
         z, logits = model(torch.from_numpy(im.tokens[0].astype(np.float32)),
-                          torch.from_numpy(im.regions[0].astype(np.float32)))
+                          torch.from_numpy(im.regions[0].astype(np.float32)), image_descriptors(im, settings))
         merged = merge_crops(logits.numpy(), im.crops.areas, model.config.kappa, temperature)
         alpha = area_weights(im.crops.areas, temperature)
         e = (alpha[:, None] * z.numpy()).sum(0)
         preds.append(merged)
         embeds.append(e / max(np.linalg.norm(e), 1e-12))
-    return preds, np.stack(embeds) if embeds else np.zeros((0, model.config.embed_dim))
+    return preds, np.stack(embeds) if embeds else np.zeros((0, model.config.output_dim))
 
 
 def _optimizer(model: DefectClassifierNet, cfg: DiscoveryTrainConfig, steps: int
@@ -142,7 +185,7 @@ def _run_steps(model: DefectClassifierNet, views: _Views, cfg: DiscoveryTrainCon
     losses = []
     for _ in it:
         model.train()
-        t1, r1, t2, r2, labels = views.batch()
+        t1, r1, t2, r2, labels, desc = views.batch()
         f1, f2 = model.features(t1, r1), model.features(t2, r2)
         p1, p2 = model.project(f1), model.project(f2)
         lab = labels >= 0
@@ -152,7 +195,7 @@ def _run_steps(model: DefectClassifierNet, views: _Views, cfg: DiscoveryTrainCon
                                  cfg.supcon_temperature)
         if stage == "prototype":
             loss = loss * cfg.contrastive_weight
-            (_, l1), (_, l2) = model.classify(f1), model.classify(f2)
+            (_, l1), (_, l2) = model.classify(f1, desc), model.classify(f2, desc)
             if lab.any():
                 loss = loss + 0.5 * (F.cross_entropy(l1[lab], labels[lab]) + F.cross_entropy(l2[lab], labels[lab]))
             unl = ~lab
@@ -218,18 +261,24 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
         from protoinspect.sdk.models.vit_tokens import load_vit_weights, vit_from_state_dict
 
         vit = vit_from_state_dict(load_vit_weights(cfg.vit_weights))
-    images = build_discovery_images(sub, range(len(idx)), net, spec, settings, cfg, obj, progress, vit=vit)
+    pixel_threshold = float(det.manifest.thresholds["pixel"])
+    images = build_discovery_images(sub, range(len(idx)), net, spec, settings, cfg, obj, progress, vit=vit,
+                                    pixel_threshold=pixel_threshold)
     labels = [known.index(s.defect_type) if s.defect_type in known else -1 for s in sub.samples]
+    fit, held = holdout_split(labels, cfg.reject_holdout_fraction, cfg.seed)
+    if cfg.descriptors:
+        settings = with_descriptor_stats(settings, [images[i] for i in fit])
+    fit_images, fit_labels = [images[i] for i in fit], [labels[i] for i in fit]
 
     ccfg = dataclasses.replace(cfg.classifier, in_channels=int(images[0].tokens.shape[2]),
-                               num_classes=max(1, len(known)))
+                               num_classes=max(1, len(known)),
+                               descriptor_dim=len(settings.descriptor_mean))
     model = DefectClassifierNet(ccfg)
-    views = _Views(images, labels, cfg)
-    temperature = settings.crops.merge_temperature
+    views = _Views(fit_images, fit_labels, cfg, settings)
     hist_a = _run_steps(model, views, cfg, cfg.contrastive_steps, "contrastive", len(known), progress)
 
-    _, emb = predict_images(model, images, temperature)
-    unl = np.asarray([i for i, y in enumerate(labels) if y < 0])
+    _, emb = predict_images(model, fit_images, settings)
+    unl = np.asarray([i for i, y in enumerate(fit_labels) if y < 0])
     rng = np.random.default_rng(cfg.seed)
     silhouettes: dict[int, float] = {}
     picks: dict[str, int] = {}
@@ -244,11 +293,12 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     else:
         k_novel = min(num_novel, len(unl))
     _, centres = spherical_kmeans(emb[unl], k_novel, rng)
-    protos = [emb[[i for i, y in enumerate(labels) if y == c]].mean(0) for c in range(len(known))] + list(centres)
+    protos = [emb[[i for i, y in enumerate(fit_labels) if y == c]].mean(0) for c in range(len(known))] + list(centres)
     model.set_prototypes(torch.from_numpy(np.stack(protos).astype(np.float32)))
     hist_b = _run_steps(model, views, cfg, cfg.prototype_steps, "prototype", len(known), progress)
 
-    preds, _ = predict_images(model, images, temperature)
+    calib = [images[i] for i in held] if held else fit_images
+    preds, _ = predict_images(model, calib, settings)
     scores = np.asarray([p.score for p in preds])
     settings = with_reject_threshold(settings, float(np.quantile(scores, cfg.reject_quantile)))
     classes = [{"id": i, "name": n, "known": True, "discovered": False} for i, n in enumerate(known)]
@@ -260,6 +310,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
         training=DiscoveryTraining(
             config=cfg.to_dict(), data=str(Path(data).resolve()), known_types=known, excluded_types=list(exclude),
             num_labelled=len(lab_idx), num_unlabelled=len(unl_idx), detector_bundle_id=det.manifest.bundle_id,
+            num_held_out=len(held),
             flag_threshold=threshold, num_flagged=chosen.num_flagged, num_added_by_rule=chosen.num_added,
             score_cut=chosen.score_cut, k_novel_estimated=int(k_novel) if num_novel is None else None,
             num_novel_given=num_novel, silhouettes={str(k): float(v) for k, v in silhouettes.items()},

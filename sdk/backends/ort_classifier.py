@@ -6,14 +6,13 @@ import os
 from typing import Any
 
 import numpy as np
-
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.backends.base import as_bundle, parse_device
 from protoinspect.sdk.backends.classifier_base import (
-    CLASSIFIER_INPUTS,
     CLASSIFIER_LOGITS,
     CLASSIFIER_ONNX_FILE,
     ClassifierBackendBase,
+    classifier_input_names,
     require_classifier,
 )
 from protoinspect.sdk.backends.ort_backend import PROVIDERS, check_available, open_session
@@ -65,9 +64,10 @@ class OnnxRuntimeClassifier(ClassifierBackendBase):
             where=str(bundle.path / CLASSIFIER_ONNX_FILE))
         names = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
-        if sorted(names) != sorted(CLASSIFIER_INPUTS) or CLASSIFIER_LOGITS not in outputs:
+        expected = classifier_input_names(bundle)
+        if sorted(names) != sorted(expected) or CLASSIFIER_LOGITS not in outputs:
             raise BundleError(f"{bundle.path / CLASSIFIER_ONNX_FILE} takes {names} and gives {outputs}, expected "
-                              f"{list(CLASSIFIER_INPUTS)} -> '{CLASSIFIER_LOGITS}': re-export it with "
+                              f"{list(expected)} -> '{CLASSIFIER_LOGITS}': re-export it with "
                               f"`protoinspect export {bundle.path}`")
         self.output_names = tuple(outputs)
         self._ort_version = ort.__version__
@@ -77,7 +77,7 @@ class OnnxRuntimeClassifier(ClassifierBackendBase):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             (logits,) = self._session.run([CLASSIFIER_LOGITS], inputs)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:
             raise BackendError(f"onnxruntime failed to run {CLASSIFIER_ONNX_FILE} on {self.device}: "
                                f"{type(exc).__name__}: {exc}") from exc
         return {CLASSIFIER_LOGITS: logits}

@@ -13,13 +13,13 @@ import os
 from typing import Any
 
 import numpy as np
-
 from protoinspect.sdk.backends.base import as_bundle
 from protoinspect.sdk.backends.classifier_base import (
     CLASSIFIER_INPUTS,
     CLASSIFIER_LOGITS,
     CLASSIFIER_ONNX_FILE,
     ClassifierBackendBase,
+    classifier_input_names,
     require_classifier,
 )
 from protoinspect.sdk.backends.trt_bundle_engine import BundleEngine, open_bundle_engine
@@ -71,7 +71,7 @@ class TensorRTClassifier(ClassifierBackendBase):
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         # the engine's own I/O types (float32, or float16 for a strongly typed fp16 build)
-        feed = {n: inputs[n].astype(self._dtypes[n], copy=False) for n in CLASSIFIER_INPUTS}
+        feed = {n: inputs[n].astype(self._dtypes[n], copy=False) for n in self.input_names}
         n = feed[CLASSIFIER_INPUTS[0]].shape[0]
         _, max_batch = self._runner.batch_range
         parts = [self._runner.run({k: np.ascontiguousarray(v[i:i + max_batch]) for k, v in feed.items()},
@@ -90,10 +90,11 @@ class TensorRTClassifier(ClassifierBackendBase):
 
 
 def _check_contract(engine: BundleEngine, bundle: Bundle) -> None:
-    """Check that the engine takes ``tokens`` and ``regions`` and gives ``logits``."""
+    """Check that the engine takes the bundle's classifier inputs and gives ``logits``."""
     names = sorted(s.name for s in engine.runner.inputs)
     outputs = [s.name for s in engine.runner.outputs]
-    if names != sorted(CLASSIFIER_INPUTS) or CLASSIFIER_LOGITS not in outputs:
+    expected = classifier_input_names(bundle)
+    if names != sorted(expected) or CLASSIFIER_LOGITS not in outputs:
         raise BundleError(f"engine {engine.engine_file} takes {names} and gives {outputs}, expected "
-                          f"{list(CLASSIFIER_INPUTS)} -> '{CLASSIFIER_LOGITS}': rebuild it with "
+                          f"{list(expected)} -> '{CLASSIFIER_LOGITS}': rebuild it with "
                           f"`{rebuild_command(bundle.path, str(engine.sidecar['precision']))}`")

@@ -33,6 +33,9 @@ class ClassifierConfig:
         num_classes: number of vMF prototypes (known + discovered classes; training sets it).
         kappa: vMF concentration (cosine logits are multiplied by it).
         attention_impl: ``reference`` (PyTorch ops, exportable) or ``triton`` (the fused kernel; CUDA).
+        descriptor_dim: length of the standardised region-descriptor input (0: none); training sets it.
+        descriptor_weight: share ``beta`` of the embedding's squared norm given to the descriptors:
+            ``z = normalize([sqrt(1 - beta) * z_tokens, sqrt(beta) * d / sqrt(descriptor_dim)])``.
 
     Raises:
         ConfigError: a value out of its domain (raised by the constructor).
@@ -48,6 +51,13 @@ class ClassifierConfig:
     num_classes: int = 1
     kappa: float = 10.0
     attention_impl: AttentionImpl = "reference"
+    descriptor_dim: int = 0
+    descriptor_weight: float = 0.5
+
+    @property
+    def output_dim(self) -> int:
+        """Length of the unit embedding (and of the prototypes)."""
+        return self.embed_dim + self.descriptor_dim
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,6 +71,9 @@ class ClassifierConfig:
             problems.append(f"kappa must be > 0, got {self.kappa}")
         if not self.mlp_ratio > 0:
             problems.append(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.descriptor_dim < 0 or not 0.0 <= self.descriptor_weight < 1.0:
+            problems.append(f"descriptor_dim must be >= 0 and descriptor_weight in [0, 1), got "
+                            f"{self.descriptor_dim} / {self.descriptor_weight}")
         if self.attention_impl not in get_args(AttentionImpl):
             problems.append(f"attention_impl must be one of {get_args(AttentionImpl)}, got {self.attention_impl!r}")
         if problems:

@@ -9,6 +9,8 @@ Shapes (B crops, C feature channels, G x G token grid, N = G*G tokens, D embed d
                logits = Q K^T / sqrt(Dh);  logits[cls row] += bias        (class-token row only)
                x = x + Attn(LN(x));  x = x + MLP(LN(x))
     z = normalize(LN(x_cls))                                              B x D  (the embedding)
+    with region descriptors d (B x R, standardised; ``descriptor_dim`` R > 0, weight beta):
+    z = normalize([sqrt(1 - beta) z, sqrt(beta) d / sqrt(R)])            B x (D + R)
     class logits = kappa * z . normalize(mu_k)                            B x K  (vMF prototypes)
     projection p = normalize(MLP(LN(x_cls)))                              B x P  (contrastive training)
 
@@ -20,13 +22,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from protoinspect.kernels.attention_reference import region_guided_attention_reference
 from protoinspect.sdk.errors import ConfigError
 from protoinspect.sdk.models.attention_impl import kernel_errors, use_triton
 from protoinspect.sdk.models.classifier_config import ClassifierConfig  # re-exported: its import path before the split
-
+from torch import nn
 
 _CLASS_TOKEN_ROW = slice(0, 1)  # the query row that gets the region-guidance bias
 
@@ -99,7 +99,7 @@ class DefectClassifierNet(nn.Module):
         )
         self.norm = nn.LayerNorm(d)
         self.projector = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, config.proj_dim))
-        self.prototypes = nn.Parameter(F.normalize(torch.randn(config.num_classes, d), dim=-1))
+        self.prototypes = nn.Parameter(F.normalize(torch.randn(config.num_classes, config.output_dim), dim=-1))
 
     def _check(self, tokens: torch.Tensor, regions: torch.Tensor) -> None:
         cfg = self.config
@@ -120,18 +120,32 @@ class DefectClassifierNet(nn.Module):
             x = block(x, regions)
         return self.norm(x[:, 0])
 
-    def classify(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class-token feature -> (unit embedding B x D, vMF logits B x K)."""
-        z = F.normalize(feature, dim=-1)
+    def embed_descriptors(self, z: torch.Tensor, descriptors: torch.Tensor | None) -> torch.Tensor:
+        """Unit token embedding B x D (+ descriptors B x R) -> unit embedding B x (D + R)."""
+        r = self.config.descriptor_dim
+        if r == 0:
+            return z
+        if descriptors is None or descriptors.dim() != 2 or tuple(descriptors.shape) != (z.shape[0], r):
+            got = None if descriptors is None else tuple(descriptors.shape)
+            raise ValueError(f"descriptors must be {z.shape[0]} x {r}, got {got}")
+        beta = self.config.descriptor_weight
+        joint = torch.cat([z * (1.0 - beta) ** 0.5, descriptors * (beta / r) ** 0.5], dim=-1)
+        return F.normalize(joint, dim=-1)
+
+    def classify(self, feature: torch.Tensor, descriptors: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-token feature (+ descriptors) -> (unit embedding B x (D + R), vMF logits B x K)."""
+        z = self.embed_descriptors(F.normalize(feature, dim=-1), descriptors)
         return z, self.config.kappa * z @ F.normalize(self.prototypes, dim=-1).T
 
     def project(self, feature: torch.Tensor) -> torch.Tensor:
         """Class-token feature -> unit projection B x P (contrastive losses only)."""
         return F.normalize(self.projector(feature), dim=-1)
 
-    def forward(self, tokens: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(unit embedding B x D, vMF logits B x K) — what the exported graph computes."""
-        return self.classify(self.features(tokens, regions))
+    def forward(self, tokens: torch.Tensor, regions: torch.Tensor, descriptors: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit embedding, vMF logits B x K) — what the exported graph computes."""
+        return self.classify(self.features(tokens, regions), descriptors)
 
     def set_prototypes(self, prototypes: torch.Tensor) -> None:
         """Replace the class prototypes (K' x D, normalised here); the config's ``num_classes`` follows."""

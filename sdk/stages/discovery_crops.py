@@ -1,4 +1,5 @@
-"""From a detector output to classifier inputs: MEBin -> anomaly-centred crops -> token grids.
+"""From a detector output to classifier inputs: anomalous pixels (peak component or MEBin) ->
+anomaly-centred crops -> token grids and region descriptors.
 
 One code path for training (``training/train_discovery.py``), evaluation and the runtime stage, so
 what the classifier sees in the field is exactly what it was trained on. Everything works at the
@@ -13,15 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from protoinspect.sdk import config_codec
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError, InputError
 from protoinspect.sdk.preprocess import normalize_images
 from protoinspect.sdk.stages.crops import CropBox, CropSettings, anomaly_crop_boxes, crop_areas, crop_scores
-from protoinspect.sdk.stages.mebin import MEBinResult, MEBinSettings, mebin
+from protoinspect.sdk.stages.mebin import MEBinResult, MEBinSettings, mebin, normalize_map
+from protoinspect.sdk.stages.region_descriptors import DESCRIPTOR_NAMES, box_descriptors, standardise_rows
 
 TOKEN_SOURCES = ("detector", "vit")
+#: how the anomalous pixels of a map are found (``DiscoverySettings.region_method``)
+REGION_METHODS = ("mebin", "peak")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,15 @@ class DiscoverySettings:
             the crop still centres on the most anomalous spot rather than covering the whole image;
             0 (default) keeps AnomalyNCD's whole-image crop. Measured on MTD it did not help
             consistently (docs/results.md), so it is off.
+        region_method: ``peak`` (bundles from issue 13 on): the connected component holding the map's
+            maximum, of the pixels above ``peak_fraction`` of it, together with every pixel above the
+            calibrated pixel threshold — every classified map has a region, centred on its strongest
+            response; chosen on the synthetic development line (docs/results.md: image IoU and
+            clustering above MEBin and the threshold alone). ``mebin`` (older bundles): MEBin's mask.
+        peak_fraction: the relative level of the peak component (``peak`` only).
+        descriptor_mean / descriptor_scale: standardisation of the per-crop region descriptors
+            (:mod:`protoinspect.sdk.stages.region_descriptors`) that the classifier takes as a third
+            input; empty: a classifier without descriptors.
     """
 
     grid: int = 8
@@ -54,8 +66,26 @@ class DiscoverySettings:
     token_source: str = "detector"
     vit_input: int = 224
     fallback_fraction: float = 0.0
+    region_method: str = "mebin"
+    peak_fraction: float = 0.5
+    descriptor_mean: tuple[float, ...] = ()
+    descriptor_scale: tuple[float, ...] = ()
+
+    @property
+    def uses_descriptors(self) -> bool:
+        """Whether the classifier takes region descriptors."""
+        return len(self.descriptor_mean) > 0
 
     def __post_init__(self) -> None:
+        if self.region_method not in REGION_METHODS:
+            raise ConfigError(f"region_method must be one of {REGION_METHODS}, got {self.region_method!r}")
+        if not 0.0 < self.peak_fraction < 1.0:
+            raise ConfigError(f"peak_fraction must be in (0, 1), got {self.peak_fraction!r}")
+        if len(self.descriptor_mean) != len(self.descriptor_scale) or (
+                self.descriptor_mean and len(self.descriptor_mean) != len(DESCRIPTOR_NAMES)) or not all(
+                float(v) > 0 for v in self.descriptor_scale):
+            raise ConfigError(f"descriptor_mean / descriptor_scale must both be empty or hold {len(DESCRIPTOR_NAMES)} "
+                              f"values (scales > 0), got {len(self.descriptor_mean)} / {len(self.descriptor_scale)}")
         if not 0.0 <= self.fallback_fraction < 1.0:
             raise ConfigError(f"fallback_fraction must be in [0, 1), got {self.fallback_fraction!r}")
         if self.token_source not in TOKEN_SOURCES:
@@ -87,6 +117,9 @@ class CropSet:
         scores: n crop anomaly scores in [0, 1].
         binarized: the MEBin result on the model-size map (None when the crops were built from
             regions found without MEBin).
+        descriptors: n x D raw region descriptors of the anomalous pixels in each crop (NaN rows: none;
+            :func:`protoinspect.sdk.stages.region_descriptors.box_descriptors`), None when not asked for.
+        anomaly_mask: H x W bool, the anomalous pixels the crops were built from.
     """
 
     tokens: np.ndarray
@@ -95,6 +128,22 @@ class CropSet:
     areas: np.ndarray
     scores: np.ndarray
     binarized: MEBinResult | None
+    descriptors: np.ndarray | None = None
+    anomaly_mask: np.ndarray | None = None
+
+    def classifier_inputs(self, settings: DiscoverySettings) -> dict[str, np.ndarray]:
+        """The classifier graph's inputs: ``tokens``, ``regions`` and, for a classifier with descriptors,
+        ``descriptors`` standardised with the bundle's stats.
+
+        Raises:
+            InputError: the settings use descriptors but the crop set was built without them.
+        """
+        out = {"tokens": np.asarray(self.tokens, np.float32), "regions": np.asarray(self.regions, np.float32)}
+        if settings.uses_descriptors:
+            if self.descriptors is None:
+                raise InputError("the classifier takes region descriptors: build the crop set with the image")
+            out["descriptors"] = standardise_rows(self.descriptors, settings.descriptor_mean, settings.descriptor_scale)
+        return out
 
 
 def crop_tokens(features: np.ndarray, box: CropBox, image_size: tuple[int, int], grid: int) -> np.ndarray:
@@ -135,29 +184,56 @@ class AnomalyMask:
         mask: H x W bool.
         num_regions: the region count that decides how many crops describe the image (MEBin's
             ``δ̄``; 1 for the ``fallback_fraction`` mask).
-        binarized: the MEBin result (its ``normalized`` map gives the crop scores).
+        binarized: the MEBin result (its ``normalized`` map gives the crop scores); None for ``peak``.
+        normalized: H x W ``Â`` of the map in [0, 255] (the crop scores).
     """
 
     mask: np.ndarray
     num_regions: int
-    binarized: MEBinResult
+    binarized: MEBinResult | None
+    normalized: np.ndarray
 
 
-def discovery_anomaly_mask(model_map: np.ndarray, settings: DiscoverySettings) -> AnomalyMask:
-    """MEBin on the model-size map with the bundle's calibrated range; when MEBin finds no stable
-    region and ``settings.fallback_fraction > 0``, the top ``fallback_fraction`` of the map's pixels."""
+def peak_mask(model_map: np.ndarray, fraction: float, pixel_threshold: float = float("inf")) -> np.ndarray:
+    """The component (8-connected) of ``map > fraction * max(map)`` that holds the maximum, together
+    with every pixel above ``pixel_threshold`` (none when it is not finite); no peak component when the
+    maximum is not positive."""
+    cv2 = require("cv2")
+    amap = np.asarray(model_map)
+    peak = float(amap.max())
+    above = amap > pixel_threshold if np.isfinite(pixel_threshold) else np.zeros(amap.shape, bool)
+    if not peak > 0:
+        return above
+    _, labels = cv2.connectedComponents((amap > fraction * peak).view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    y, x = np.unravel_index(int(np.argmax(amap)), amap.shape)
+    return above | (labels == labels[y, x])
+
+
+def discovery_anomaly_mask(model_map: np.ndarray, settings: DiscoverySettings,
+                           pixel_threshold: float = float("inf")) -> AnomalyMask:
+    """The anomalous pixels by ``settings.region_method``: ``peak`` (:func:`peak_mask` with the calibrated
+    ``pixel_threshold``) or MEBin on the model-size map with the bundle's calibrated range (when MEBin
+    finds no stable region and ``settings.fallback_fraction > 0``, the top ``fallback_fraction`` of the
+    map's pixels)."""
+    if settings.region_method == "peak":
+        cv2 = require("cv2")
+        mask = peak_mask(model_map, settings.peak_fraction, pixel_threshold)
+        count = int(cv2.connectedComponents(mask.view(np.uint8), connectivity=8)[0]) - 1
+        return AnomalyMask(mask=mask, num_regions=count, binarized=None,
+                           normalized=normalize_map(model_map, settings.s_min, settings.s_max))
     binarized = mebin(model_map, settings.s_min, settings.s_max, settings.mebin)
     mask, count = binarized.mask, binarized.num_regions
     if not mask.any() and settings.fallback_fraction > 0:
         mask = model_map >= np.quantile(model_map, 1.0 - settings.fallback_fraction)
         count = 1  # the strongest spot; the largest boxes are kept first
-    return AnomalyMask(mask=mask, num_regions=int(count), binarized=binarized)
+    return AnomalyMask(mask=mask, num_regions=int(count), binarized=binarized, normalized=binarized.normalized)
 
 
 def crop_set(boxes: Sequence[CropBox], features: np.ndarray | None, anomaly_mask: np.ndarray,
              object_mask: np.ndarray | None, settings: DiscoverySettings, normalized_map: np.ndarray,
              binarized: MEBinResult | None = None,
-             token_fn: Callable[[Sequence[CropBox]], np.ndarray] | None = None) -> CropSet:
+             token_fn: Callable[[Sequence[CropBox]], np.ndarray] | None = None,
+             image: np.ndarray | None = None) -> CropSet:
     """Token and region grids, areas and scores of ``boxes`` (model pixels) over one image.
 
     Args:
@@ -170,6 +246,7 @@ def crop_set(boxes: Sequence[CropBox], features: np.ndarray | None, anomaly_mask
             the crop scores).
         binarized: MEBin's result on the same map, kept in the crop set (None: not computed).
         token_fn: boxes -> n x C x G x G tokens instead of sampling ``features`` (ViT token source).
+        image: H x W x 3 uint8 model-size image: the crops' region descriptors are computed (None: not).
 
     Raises:
         InputError: no box, masks of another size than the map, or neither features nor ``token_fn``.
@@ -187,14 +264,19 @@ def crop_set(boxes: Sequence[CropBox], features: np.ndarray | None, anomaly_mask
     else:
         tokens = np.stack([crop_tokens(features, b, size, settings.grid) for b in boxes])
     regions = np.stack([crop_regions(anomaly_mask, obj, b, settings.grid) for b in boxes])
+    descriptors = None
+    if image is not None:
+        descriptors = box_descriptors(anomaly_mask, image, [(b.x0, b.y0, b.x1, b.y1) for b in boxes], object_mask)
     return CropSet(tokens=tokens, regions=regions, boxes=tuple(boxes),
                    areas=crop_areas(anomaly_mask, boxes).astype(np.float32),
-                   scores=crop_scores(normalized_map, boxes), binarized=binarized)
+                   scores=crop_scores(normalized_map, boxes), binarized=binarized, descriptors=descriptors,
+                   anomaly_mask=np.asarray(anomaly_mask, bool))
 
 
 def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.ndarray | None,
                 settings: DiscoverySettings, anomaly_mask: np.ndarray | None = None,
-                token_fn: Callable[[Sequence[CropBox]], np.ndarray] | None = None) -> CropSet:
+                token_fn: Callable[[Sequence[CropBox]], np.ndarray] | None = None,
+                image: np.ndarray | None = None, pixel_threshold: float = float("inf")) -> CropSet:
     """MEBin on the model-size map, anomaly-centred crops, and their token and region grids (training's path;
     the runtime classifier builds the same crops from the Inspector's regions, see
     :mod:`protoinspect.sdk.stages.region_classifier`).
@@ -208,13 +290,15 @@ def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.nda
             count then follows its connected components.
         token_fn: boxes -> n x C x G x G tokens, replacing the sampling of ``features`` (the ViT
             token source, see :func:`vit_crop_tokens`).
+        image: H x W x 3 uint8 model-size image, for the crops' region descriptors (None: none computed).
+        pixel_threshold: the bundle's calibrated pixel threshold (``region_method="peak"``).
 
     Returns:
         The :class:`CropSet` (at least one crop: the whole image when nothing is anomalous).
     """
     if model_map.ndim != 2 or features.ndim != 3:
         raise InputError(f"need an H x W map and C x h x w features, got {model_map.shape} and {features.shape}")
-    found = discovery_anomaly_mask(model_map, settings)
+    found = discovery_anomaly_mask(model_map, settings, pixel_threshold)
     mask, regions_count = found.mask, found.num_regions
     if anomaly_mask is not None:
         cv2 = require("cv2")
@@ -223,7 +307,7 @@ def build_crops(model_map: np.ndarray, features: np.ndarray, object_mask: np.nda
     if mask.shape != model_map.shape:
         raise InputError(f"anomaly mask {mask.shape} does not match the map {model_map.shape}")
     boxes = anomaly_crop_boxes(mask, regions_count, settings.crops)
-    return crop_set(boxes, features, mask, object_mask, settings, found.binarized.normalized, found.binarized, token_fn)
+    return crop_set(boxes, features, mask, object_mask, settings, found.normalized, found.binarized, token_fn, image)
 
 
 def vit_crop_tokens(vit: Any, image_rgb: np.ndarray, boxes: Sequence[CropBox], grid: int, input_size: int) -> np.ndarray:

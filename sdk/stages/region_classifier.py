@@ -17,7 +17,6 @@ from functools import partial
 from typing import Any, Literal, Protocol
 
 import numpy as np
-
 from protoinspect.sdk.backends.classifier_base import CLASSIFIER_LOGITS, require_classifier
 from protoinspect.sdk.bundle import Bundle
 from protoinspect.sdk.errors import BackendError, BundleError, ConfigError, InputError
@@ -35,7 +34,7 @@ class ClassifierRuntime(Protocol):
     """What the classifier stage needs of a runtime (:class:`protoinspect.sdk.backends.classifier_base.ClassifierBackendBase`)."""
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``{"tokens", "regions"}`` float32 -> at least ``{"logits": n x K}``."""
+        """``{"tokens", "regions"[, "descriptors"]}`` float32 -> at least ``{"logits": n x K}``."""
         ...
 
     def close(self) -> None:
@@ -139,10 +138,11 @@ class RegionClassifier:
         crops = region_crops(regions.mask, disc.crops, regions.labels)
         boxes = [c.box for c in crops] or [CropBox(0, 0, width, height)]
         crop_of = {label: k for k, c in enumerate(crops) for label in c.labels}
-        token_fn, features = None, None
-        if self._vit is not None:
+        token_fn, features, image = None, None, None
+        if self._vit is not None or disc.uses_descriptors:
             image = det.image if det.image is not None else resize_to_rgb(inputs.frame, self.settings.spec,
                                                                           self.settings.color_order)
+        if self._vit is not None:
             token_fn = partial(vit_crop_tokens, self._vit, image, grid=disc.grid, input_size=disc.vit_input)
         else:
             features = det.features()
@@ -151,8 +151,9 @@ class RegionClassifier:
                                    "(`protoinspect export BUNDLE`) to use its defect classifier")
         normalized = (regions.binarized.normalized if regions.binarized is not None
                       else normalize_map(det.model_map, disc.s_min, disc.s_max))
-        cs = crop_set(boxes, features, regions.mask, inputs.object_mask, disc, normalized, regions.binarized, token_fn)
-        out = self.runtime.run({"tokens": np.asarray(cs.tokens, np.float32), "regions": cs.regions})
+        cs = crop_set(boxes, features, regions.mask, inputs.object_mask, disc, normalized, regions.binarized, token_fn,
+                      image if disc.uses_descriptors else None)
+        out = self.runtime.run(cs.classifier_inputs(disc))
         logits = np.asarray(out[CLASSIFIER_LOGITS], np.float64)  # n x K
         kept = min(kept_crop_count(regions.num_regions, disc.crops), len(boxes))
         merged = merge_crops(logits[:kept], cs.areas[:kept], self.settings.kappa, disc.crops.merge_temperature)

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import InputError
 
@@ -252,3 +251,40 @@ def standardise(features: np.ndarray, stats: DescriptorStats | None = None) -> t
         std = x.std(axis=0)
         stats = DescriptorStats(x.mean(axis=0), np.where(std > 1e-6, std, 1.0).astype(np.float32))
     return ((x - stats.mean) / stats.scale).astype(np.float32), stats
+
+
+def box_descriptors(anomaly_mask: np.ndarray, image: np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
+                    object_mask: np.ndarray | None = None) -> np.ndarray:
+    """Raw descriptors (n x D float32) of the anomalous pixels inside each box ``(x0, y0, x1, y1)``,
+    described on the whole image (so the ring and the border see beyond the box); a box without
+    anomalous pixels gives a row of NaN (:func:`standardise_rows` maps it to the training mean).
+
+    Raises:
+        InputError: masks or image of another size, or invalid boxes.
+    """
+    mask = _check_mask(anomaly_mask, "anomaly_mask")
+    out = np.full((len(boxes), len(DESCRIPTOR_NAMES)), np.nan, np.float32)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        if not (0 <= x0 < x1 <= mask.shape[1] and 0 <= y0 < y1 <= mask.shape[0]):
+            raise InputError(f"box {i} {(x0, y0, x1, y1)} is not inside the {mask.shape} mask")
+        if not mask[y0:y1, x0:x1].any():
+            continue
+        inside = np.zeros_like(mask)
+        inside[y0:y1, x0:x1] = mask[y0:y1, x0:x1]
+        out[i] = describe_region(inside, image, object_mask)
+    return out
+
+
+def standardise_rows(raw: np.ndarray, mean: Sequence[float], scale: Sequence[float]) -> np.ndarray:
+    """Z-score raw descriptor rows with stored stats; NaN rows (no region) become 0 (the mean).
+
+    Raises:
+        InputError: not an n x D array or stats of another length.
+    """
+    x = np.asarray(raw, np.float32)
+    m, s = np.asarray(mean, np.float32), np.asarray(scale, np.float32)
+    if x.ndim != 2 or x.shape[1] != len(DESCRIPTOR_NAMES) or m.shape != (x.shape[1],) or s.shape != m.shape:
+        raise InputError(f"descriptors must be n x {len(DESCRIPTOR_NAMES)} with stats of that length, "
+                         f"got {x.shape}, {m.shape}, {s.shape}")
+    z = (x - m) / s
+    return np.where(np.isnan(z), 0.0, z).astype(np.float32)

@@ -3,7 +3,12 @@
 Algorithm (:class:`MapRegionFinder`): binarise the model-size anomaly map, keep the object, take the
 8-connected components. The binarisation is
 
-* for a bundle with a defect classifier (a calibrated MEBin range in ``manifest.discovery.settings``):
+* for a bundle with a defect classifier trained with ``region_method="peak"`` (the default since
+  issue 13): the component of ``map > peak_fraction * max(map)`` that holds the maximum, with every
+  pixel above the pixel threshold (:func:`protoinspect.sdk.stages.discovery_crops.peak_mask`): every
+  classified frame has a region centred on its strongest response, also when the detector's map stays
+  below the pixel threshold (MEBin left 68 % of MTD's anomalous maps without a region; docs/results.md);
+* for an older bundle with a defect classifier (``region_method="mebin"``, a calibrated MEBin range):
   MEBin's mask (methods.md §3(b).1: the eroded binarisation at the most stable threshold ``τ``, or
   the bundle's ``fallback_fraction`` mask), AND the calibrated pixel threshold as a floor
   (``map > pixel_threshold``);
@@ -31,7 +36,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError, InputError
 from protoinspect.sdk.result import Defect
@@ -79,7 +83,7 @@ class Regions:
         defect_labels: the component label of each defect (same order).
         threshold: the effective threshold in map units, for reports: ``max(floor, τ)`` (τ: MEBin's
             stable threshold, or the lowest value of its ``fallback_fraction`` mask); ``inf``: no region.
-        method: ``"mebin"`` or ``"threshold"``.
+        method: ``"peak"``, ``"mebin"`` or ``"threshold"``.
         binarized: MEBin's result on the map (None without MEBin).
     """
 
@@ -126,8 +130,13 @@ class MapRegionFinder:
         binarized, count, tau = None, None, -math.inf
         binary = amap > s.pixel_threshold
         method = "threshold"
-        if s.discovery is not None:
+        if s.discovery is not None and s.discovery.region_method == "peak":
+            found = discovery_anomaly_mask(amap, s.discovery, s.pixel_threshold)
+            binary, method = found.mask, "peak"
+            tau = float(amap[binary].min()) if binary.any() else math.inf
+        elif s.discovery is not None:
             found = discovery_anomaly_mask(amap, s.discovery)
+            assert found.binarized is not None
             binarized, count, method = found.binarized, found.num_regions, "mebin"
             tau = found.binarized.threshold
             if math.isinf(tau) and found.mask.any():  # the fallback_fraction mask: its lowest value
@@ -140,7 +149,7 @@ class MapRegionFinder:
                 binary &= object_mask
         n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
         defects, defect_labels = self._defects(amap, labels, stats, n, frame_size)
-        threshold = max(float(s.pixel_threshold), float(tau)) if n > 1 else math.inf
+        threshold = (float(tau) if method == "peak" else max(float(s.pixel_threshold), float(tau))) if n > 1 else math.inf
         return Regions(mask=binary, labels=labels, num_regions=n - 1 if count is None else count, defects=defects,
                        defect_labels=defect_labels, threshold=threshold, method=method, binarized=binarized)
 

@@ -38,7 +38,8 @@ with Inspector.from_bundle(BUNDLE, backend="onnxruntime", config=cfg) as insp:
 # A 4-step detector's maps rarely hold a MEBin-stable region in the bundle's calibrated range: MEBin over
 # these maps' range, without erosion, finds regions on every map (the rest of the path is the bundle's).
 settings = replace(load_bundle(BUNDLE).manifest.discovery.settings, s_min=float(min(m.min() for m in maps)),
-                   s_max=float(max(m.max() for m in maps)), mebin=MEBinSettings(erode_kernel=0, min_interval_len=1))
+                   s_max=float(max(m.max() for m in maps)), mebin=MEBinSettings(erode_kernel=0, min_interval_len=1),
+                   region_method="mebin")
 eager = MapRegionFinder(RegionSettings(pixel_threshold=float("-inf"), min_area_px=1, discovery=settings))
 out = []
 with Inspector.from_bundle(BUNDLE, backend="onnxruntime", config=cfg, regions=eager) as insp:

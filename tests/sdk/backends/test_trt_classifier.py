@@ -37,8 +37,11 @@ def trt(monkeypatch: pytest.MonkeyPatch) -> FakeModules:
 def _crops(rng: np.random.Generator, bundle: Path, n: int) -> dict[str, np.ndarray]:
     config = load_bundle(bundle).manifest.discovery.classifier.config  # type: ignore[union-attr]
     g, c = config.grid, config.in_channels
-    return {"tokens": rng.standard_normal((n, c, g, g)).astype(np.float32),
-            "regions": rng.uniform(0, 1, (n, 2, g, g)).astype(np.float32)}
+    crops = {"tokens": rng.standard_normal((n, c, g, g)).astype(np.float32),
+             "regions": rng.uniform(0, 1, (n, 2, g, g)).astype(np.float32)}
+    if config.descriptor_dim:
+        crops["descriptors"] = rng.standard_normal((n, config.descriptor_dim)).astype(np.float32)
+    return crops
 
 
 def test_classifier_engine_runs_like_onnxruntime(engine_bundle: Path, trt: FakeModules,
@@ -50,7 +53,7 @@ def test_classifier_engine_runs_like_onnxruntime(engine_bundle: Path, trt: FakeM
         np.testing.assert_allclose(trt_clf.run(crops)["logits"], ort_clf.run(crops)["logits"], rtol=1e-5, atol=1e-5)
         assert trt_clf.describe()["batch_range"] == [1, 4]
         with pytest.raises(InputError, match="tokens"):
-            trt_clf.run({"tokens": crops["tokens"][:2], "regions": crops["regions"][:3]})
+            trt_clf.run({**crops, "tokens": crops["tokens"][:2], "regions": crops["regions"][:3]})
 
 
 def test_tensorrt_inspector_classifies_with_the_engine(engine_bundle: Path, trt: FakeModules,
