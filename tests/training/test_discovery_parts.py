@@ -188,3 +188,40 @@ def test_a_map_without_mebin_regions_still_centres_the_crop_on_its_peak() -> Non
     assert crops.regions[0, 0].max() > 0  # the peak's tokens are marked anomalous for the guidance
     whole = build_crops(weak, feats, None, DiscoverySettings(grid=4, s_min=0.5, s_max=1.0))  # default: AnomalyNCD
     assert whole.boxes[0].to_list() == [0, 0, 128, 128]
+
+
+def test_descriptors_join_the_embedding_with_their_weight(rng: np.random.Generator) -> None:
+    cfg = ClassifierConfig(in_channels=6, grid=4, embed_dim=16, num_heads=2, num_classes=3, descriptor_dim=12,
+                           descriptor_weight=0.25)
+    net = DefectClassifierNet(cfg).eval()
+    tokens = torch.from_numpy(rng.standard_normal((5, 6, 4, 4)).astype(np.float32))
+    regions = torch.rand(5, 2, 4, 4)
+    desc = torch.from_numpy(rng.standard_normal((5, 12)).astype(np.float32))
+    with torch.no_grad():
+        z, logits = net(tokens, regions, desc)
+        z_tok = torch.nn.functional.normalize(net.features(tokens, regions), dim=-1)
+    assert z.shape == (5, 28) and logits.shape == (5, 3) and cfg.output_dim == 28
+    torch.testing.assert_close(z.norm(dim=-1), torch.ones(5))
+    # the token part keeps its direction; before normalisation it carries (1 - beta) of the squared norm
+    joint = torch.cat([z_tok * 0.75 ** 0.5, desc * (0.25 / 12) ** 0.5], dim=-1)
+    torch.testing.assert_close(z, torch.nn.functional.normalize(joint, dim=-1))
+    # other descriptors, other embedding and logits
+    with torch.no_grad():
+        z2, _ = net(tokens, regions, -desc)
+    assert not torch.allclose(z, z2)
+    with pytest.raises(ValueError, match="descriptors"):
+        net(tokens, regions)
+    with pytest.raises(ConfigError, match="descriptor"):
+        ClassifierConfig(descriptor_weight=1.0)
+
+
+def test_holdout_split_keeps_each_group_and_small_groups_whole() -> None:
+    from protoinspect.training.train_discovery import holdout_split
+
+    labels = [0] * 10 + [1] * 3 + [-1] * 20
+    fit, held = holdout_split(labels, 0.2, seed=0)
+    assert sorted(fit + held) == list(range(33)) and not set(fit) & set(held)
+    assert [labels[i] for i in held].count(0) == 2 and [labels[i] for i in held].count(-1) == 4
+    assert 1 not in [labels[i] for i in held]
+    assert holdout_split(labels, 0.0, seed=0) == (list(range(33)), [])
+    assert holdout_split(labels, 0.2, seed=0) == (fit, held)

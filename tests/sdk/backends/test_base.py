@@ -54,3 +54,19 @@ def test_classifier_input_contract() -> None:
                        ({"tokens": tokens, "regions": np.zeros((3, 3, 4, 4), np.float32)}, "disagree")):
         with pytest.raises(InputError, match=match):
             check_classifier_inputs(bad)
+
+
+def test_classifier_input_contract_with_descriptors() -> None:
+    names = ("tokens", "regions", "descriptors")
+    tokens, regions = np.zeros((3, 8, 4, 4), np.float32), np.zeros((3, 2, 4, 4), np.float32)
+    desc = np.zeros((3, 12), np.float32)
+    out = check_classifier_inputs({"tokens": tokens, "regions": regions, "descriptors": desc[:, ::-1]}, names)
+    assert out["descriptors"].flags.c_contiguous and sorted(out) == sorted(names)
+    nan = desc.copy()
+    nan[0, 0] = np.nan
+    for bad, match in (({"tokens": tokens, "regions": regions}, "exactly"),
+                       ({"tokens": tokens, "regions": regions, "descriptors": desc[:2]}, "2 rows"),
+                       ({"tokens": tokens, "regions": regions, "descriptors": nan}, "finite"),
+                       ({"tokens": tokens, "regions": regions, "descriptors": desc.astype(np.float64)}, "float32")):
+        with pytest.raises(InputError, match=match):
+            check_classifier_inputs(bad, names)

@@ -133,3 +133,26 @@ def test_batch_and_standardise(rng: np.random.Generator) -> None:
         standardise(np.zeros((0, len(DESCRIPTOR_NAMES))))
     with pytest.raises(InputError):
         DescriptorStats.from_dict({"mean": [0.0], "scale": [1.0]})
+
+
+def test_box_descriptors_describe_the_region_inside_each_box(rng: np.random.Generator) -> None:
+    from protoinspect.sdk.stages.region_descriptors import box_descriptors, standardise_rows
+
+    image = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[10:14, 10:30] = True  # a bar
+    mask[40:50, 40:50] = True  # a square
+    boxes = [(0, 0, 32, 32), (32, 32, 64, 64), (0, 40, 20, 64)]  # the bar, the square, nothing
+    raw = box_descriptors(mask, image, boxes)
+    bar = np.zeros_like(mask)
+    bar[10:14, 10:30] = True
+    np.testing.assert_allclose(raw[0], describe_region(bar, image), rtol=1e-6)
+    assert raw[0, DESCRIPTOR_NAMES.index("elongation")] > raw[1, DESCRIPTOR_NAMES.index("elongation")]
+    assert np.isnan(raw[2]).all()
+    z = standardise_rows(raw, raw[:2].mean(0), np.full(12, 2.0, np.float32))
+    assert (z[2] == 0).all() and np.isfinite(z).all()
+    np.testing.assert_allclose(z[0], (raw[0] - raw[:2].mean(0)) / 2.0, rtol=1e-6)
+    with pytest.raises(InputError, match="box 0"):
+        box_descriptors(mask, image, [(0, 0, 65, 10)])
+    with pytest.raises(InputError, match="stats"):
+        standardise_rows(raw, np.zeros(11), np.ones(11))

@@ -94,3 +94,40 @@ def test_mebin_without_stable_region_finds_none() -> None:
     flat = np.full((64, 64), 0.5, np.float32)
     regions = _finder(-math.inf, discovery=_discovery(min_interval_len=256)).find(flat, (64, 64))
     assert regions.defects == () and regions.num_regions == 0 and regions.threshold == math.inf
+
+
+def test_peak_regions_hold_the_maximum_and_everything_above_the_floor() -> None:
+    # a strong blob (peak 2.0, its shoulder at 1.2 > 0.5 * 2.0), a weaker one above the floor 0.9, and a
+    # bump below both the floor and half the peak: peak component + floor component, never the bump
+    amap = _map((10, 10, 6, 6, 1.2), (40, 40, 4, 4, 0.95), (50, 5, 3, 3, 0.6))
+    amap[12, 12] = 2.0
+    disc = DiscoverySettings(region_method="peak", peak_fraction=0.5)
+    regions = _finder(threshold=0.9, discovery=disc).find(amap, (64, 64))
+    assert regions.method == "peak" and regions.binarized is None
+    assert regions.num_regions == 2 and regions.mask.sum() == 36 + 16
+    assert not regions.mask[5:8, 50:53].any()
+    assert regions.threshold == pytest.approx(0.95)
+    # a map that stays below the floor still gets its peak component (the classifier needs a region)
+    weak = _map((20, 20, 5, 5, 0.4))
+    weak[22, 22] = 0.6
+    found = _finder(threshold=0.9, discovery=disc).find(weak, (64, 64))
+    assert found.num_regions == 1 and found.mask.sum() == 25 and found.defects[0].score == pytest.approx(0.6)
+    # no floor (-inf) means no floor component, not every pixel
+    assert _finder(threshold=-math.inf, discovery=disc).find(weak, (64, 64)).mask.sum() == 25
+    # an all-zero map has no region
+    assert _finder(threshold=0.9, discovery=disc).find(np.zeros((8, 8), np.float32), (8, 8)).num_regions == 0
+
+
+def test_peak_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="region_method"):
+        DiscoverySettings(region_method="otsu")
+    with pytest.raises(ConfigError, match="peak_fraction"):
+        DiscoverySettings(peak_fraction=1.0)
+    with pytest.raises(ConfigError, match="descriptor_mean"):
+        DiscoverySettings(descriptor_mean=(0.0,) * 12, descriptor_scale=(1.0,) * 11)
+    with pytest.raises(ConfigError, match="descriptor_mean"):
+        DiscoverySettings(descriptor_mean=(0.0,) * 12, descriptor_scale=(0.0,) * 12)
+    assert not DiscoverySettings().uses_descriptors
+    assert DiscoverySettings(descriptor_mean=(0.0,) * 12, descriptor_scale=(1.0,) * 12).uses_descriptors
+    # bundles written before the field load as MEBin
+    assert DiscoverySettings.from_dict({"grid": 4, "s_min": 0.0, "s_max": 1.0}).region_method == "mebin"
