@@ -45,8 +45,9 @@ def pixel_threshold(bundle: Bundle, config: InspectorConfig) -> float:
 
 
 def default_regions(bundle: Bundle, config: InspectorConfig) -> MapRegionFinder:
-    """The region stage: MEBin with the pixel threshold as a floor when the bundle has a classifier
-    (its calibrated MEBin range), else the pixel threshold (see :mod:`protoinspect.sdk.stages.regions`)."""
+    """The region stage: for a bundle with a classifier, its ``region_method`` (the peak component with
+    the pixel threshold, or MEBin with the pixel threshold as a floor), else the pixel threshold (see
+    :mod:`protoinspect.sdk.stages.regions`)."""
     section = bundle.manifest.discovery
     return MapRegionFinder(RegionSettings(pixel_threshold=pixel_threshold(bundle, config),
                                           min_area_px=config.min_defect_area_px,

@@ -36,11 +36,14 @@ from protoinspect.training.train_discovery import predict_images
 
 
 def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool = True,
-                       anomaly_prior: str | None = None) -> dict[str, Any]:
+                       anomaly_prior: str | None = None, per_image: bool = False) -> dict[str, Any]:
     """Metrics of the bundle's classifier on the anomalous test images of ``data`` (see module doc).
 
     Args:
         anomaly_prior: ``mebin`` or ``gt``; None: what the bundle was trained with.
+        per_image: also return ``images``, one record per evaluated image: ``path``, ``mask`` (or None),
+            ``defect_type`` (the true type), ``class_id`` / ``class_name`` (the predicted class), ``score``
+            (its vMF score) and ``detector_score``.
 
     Raises:
         BundleError: the bundle has no classifier.
@@ -104,6 +107,13 @@ def evaluate_discovery(data: str | Path, bundle: str | Path, *, progress: bool =
     if flagged:  # the images the runtime would classify (the detector says ANOMALOUS)
         report["flagged_only"] = {"num_images": len(flagged),
                                   **ncd_metrics([types[i] for i in flagged], [preds[i].class_id for i in flagged])}
+    if per_image:
+        report["images"] = [
+            {"path": str(samples[i].image_path),
+             "mask": None if samples[i].mask_path is None else str(samples[i].mask_path),
+             "defect_type": types[i], "class_id": int(preds[i].class_id),
+             "class_name": names.get(preds[i].class_id, str(preds[i].class_id)), "score": float(preds[i].score),
+             "detector_score": float(detected.scores[i])} for i in keep]
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 

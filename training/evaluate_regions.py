@@ -1,13 +1,16 @@
 """Region quality of the runtime regions against ground truth, and the weight-free descriptor baseline.
 
     python -m protoinspect.training.evaluate_regions --data DIR --bundle BUNDLE [--json OUT] [--limit N]
+        [--region-method runtime|threshold|peak]
 
 Over the anomalous test images: the bundle's detector (torch weights, identity view, as
 :mod:`protoinspect.training.evaluate_discovery`) gives the model-size map; the runtime's region stage
 (:func:`protoinspect.sdk.inspector_stages.default_regions` with the default
 :class:`~protoinspect.sdk.config.InspectorConfig`: MEBin + pixel-threshold floor for a bundle with
 discovery settings, else the pixel threshold; ``min_defect_area_px`` 16 frame pixels; no object
-mask unless ``--masker otsu``) finds the regions. Ground truth: the dataset's masks resized to model
+mask unless ``--masker otsu``) finds the regions; ``--region-method threshold`` / ``peak`` measures
+the pixel threshold alone / the peak component (:func:`protoinspect.sdk.stages.discovery_crops.peak_mask`,
+``peak_fraction`` 0.5 with the pixel threshold) on any bundle, e.g. a detector-only one. Ground truth: the dataset's masks resized to model
 size with :func:`protoinspect.sdk.preprocess.resize_gt_mask` (defect: > 127).
 
 Report (:func:`evaluate_regions`):
@@ -29,18 +32,21 @@ import argparse
 import json
 import time
 from collections import Counter
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from protoinspect.sdk.bundle import load_bundle
+from protoinspect.sdk.bundle import Bundle, load_bundle
 from protoinspect.sdk.config import InspectorConfig
-from protoinspect.sdk.errors import DatasetError, ProtoInspectError, report_error
+from protoinspect.sdk.errors import ConfigError, DatasetError, ProtoInspectError, report_error
 from protoinspect.sdk.inspector_stages import default_regions
+from protoinspect.sdk.stages.regions import MapRegionFinder
 from protoinspect.sdk.models.loading import load_detector_net
 from protoinspect.sdk.preprocess import resize_gt_mask
+from protoinspect.sdk.stages.discovery_crops import DiscoverySettings
 from protoinspect.sdk.stages.masker import MaskerSettings, build_masker
 from protoinspect.sdk.stages.region_descriptors import DESCRIPTOR_NAMES, describe_regions, standardise
 from protoinspect.training.datasets import load_dataset
@@ -88,8 +94,27 @@ def _runtime_baseline(pred_masks: list[np.ndarray], images: np.ndarray, types: l
     return out
 
 
+REGION_METHODS = ("runtime", "threshold", "peak")
+
+
+def region_finder(bundle: Bundle, config: InspectorConfig, method: str = "runtime") -> MapRegionFinder:
+    """The region stage to measure: the Inspector's (``runtime``), the pixel threshold alone, or the
+    peak component with the pixel threshold (``peak``, default ``peak_fraction``).
+
+    Raises:
+        ConfigError: an unknown method.
+    """
+    if method not in REGION_METHODS:
+        raise ConfigError(f"region method must be one of {REGION_METHODS}, got {method!r}")
+    finder = default_regions(bundle, config)
+    if method == "runtime":
+        return finder
+    disc = DiscoverySettings(region_method="peak") if method == "peak" else None
+    return MapRegionFinder(replace(finder.settings, discovery=disc))
+
+
 def evaluate_regions(data: str | Path, bundle: str | Path, *, limit: int | None = None, masker: str = "none",
-                     seeds: int = 20, progress: bool = True) -> dict[str, Any]:
+                     seeds: int = 20, progress: bool = True, region_method: str = "runtime") -> dict[str, Any]:
     """Region quality and the descriptor baseline on the anomalous test images (see the module docstring).
 
     Args:
@@ -98,6 +123,8 @@ def evaluate_regions(data: str | Path, bundle: str | Path, *, limit: int | None 
         limit: at most this many images, evenly spaced over the list (None: all).
         masker: ``none`` (the Inspector's default) or ``otsu``: the object mask for the region stage.
         seeds: k-means seeds of the baseline.
+        region_method: ``runtime`` (the Inspector's region stage for this bundle), ``threshold`` or ``peak``
+            (:func:`region_finder`).
 
     Raises:
         BundleError, DatasetError, ConfigError: invalid inputs.
@@ -105,7 +132,7 @@ def evaluate_regions(data: str | Path, bundle: str | Path, *, limit: int | None 
     t0 = time.perf_counter()
     b = load_bundle(bundle)
     config = InspectorConfig(masker=masker)
-    finder = default_regions(b, config)
+    finder = region_finder(b, config, region_method)
     spec = b.manifest.preprocess_spec
     ds = load_dataset(data)
     anomalous = [s for s in ds.test if s.label == 1]
@@ -136,7 +163,8 @@ def evaluate_regions(data: str | Path, bundle: str | Path, *, limit: int | None 
     section = b.manifest.discovery
     report: dict[str, Any] = {
         "bundle": str(b.path), "bundle_id": b.manifest.bundle_id, "data": str(Path(data)),
-        "region_method": "mebin" if section is not None else "threshold",
+        "region_method": (section.settings.region_method if section is not None else "threshold")
+        if region_method == "runtime" else region_method,
         "pixel_threshold": float(finder.settings.pixel_threshold), "min_defect_area_px": config.min_defect_area_px,
         "masker": masker, "model_size": [h, w], "num_images": len(samples),
         "num_images_empty_gt": len(samples) - len(have_gt),
@@ -174,11 +202,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="at most this many anomalous images, evenly spaced")
     p.add_argument("--masker", choices=("none", "otsu"), default="none", help="object mask for the region stage")
     p.add_argument("--seeds", type=int, default=20, help="k-means seeds of the baseline")
+    p.add_argument("--region-method", choices=REGION_METHODS, default="runtime",
+                   help="regions to measure: the Inspector's for this bundle, the pixel threshold, or the peak component")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
         report = evaluate_regions(args.data, args.bundle, limit=args.limit, masker=args.masker, seeds=args.seeds,
-                                  progress=not args.quiet)
+                                  progress=not args.quiet, region_method=args.region_method)
     except ProtoInspectError as exc:
         return report_error(exc)
     if args.json:

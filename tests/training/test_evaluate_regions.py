@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from protoinspect.sdk.errors import DatasetError
+from protoinspect.sdk.errors import ConfigError, DatasetError
 from protoinspect.training.evaluate_regions import evaluate_regions, main, subset
 
 QUALITY_RATES = ("image_iou_mean", "image_iou_median", "miss_rate", "false_region_rate", "empty_prediction_rate")
@@ -30,7 +30,7 @@ def test_report_structure(discovery_bundle: tuple[Path, Path], discovery_tile: P
     assert main(["--data", str(discovery_tile), "--bundle", str(discovery_bundle[which]), "--json", str(out),
                  "--seeds", "2", "--quiet"]) == 0
     r = json.loads(out.read_text())
-    assert r["region_method"] == ("threshold", "mebin")[which]
+    assert r["region_method"] == ("threshold", "peak")[which]
     n = r["num_images"]
     assert n == sum(r["types"].values()) and n >= 4 and 0 <= r["flagged_by_detector"] <= n
     for key in ("region_quality", "region_quality_all_components", "runtime_quality"):
@@ -95,3 +95,14 @@ def test_subset_and_errors(discovery_bundle: tuple[Path, Path], tmp_path: Path) 
         for i in range(2):
             cv2.imwrite(str(root / split / "good" / f"{i}.png"), np.full((32, 32), 100, np.uint8))
     assert main(["--data", str(root), "--bundle", str(discovery_bundle[0]), "--quiet"]) != 0
+
+
+def test_region_method_override_on_a_detector_bundle(discovery_bundle: tuple[Path, Path], discovery_tile: Path) -> None:
+    runtime = evaluate_regions(discovery_tile, discovery_bundle[0], seeds=1, progress=False)
+    peak = evaluate_regions(discovery_tile, discovery_bundle[0], seeds=1, progress=False, region_method="peak")
+    assert runtime["region_method"] == "threshold" and peak["region_method"] == "peak"
+    # the peak component gives every anomalous map with a positive maximum a region
+    assert peak["baseline"]["num_images_with_region"] >= runtime["baseline"]["num_images_with_region"]
+    assert peak["baseline"]["num_images_with_region"] == peak["num_images"]
+    with pytest.raises(ConfigError, match="region method"):
+        evaluate_regions(discovery_tile, discovery_bundle[0], progress=False, region_method="otsu")
