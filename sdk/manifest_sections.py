@@ -82,6 +82,7 @@ class DiscoveryTraining:
     k_method: str | None = None
     k_picks: dict[str, int] = field(default_factory=dict)
     num_held_out: int | None = None
+    loss_pretrain_last: float | None = None
     loss_contrastive_last: float | None = None
     loss_prototype_last: float | None = None
     seconds: float | None = None

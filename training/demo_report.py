@@ -37,6 +37,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}td.warn{color:#b00020;
 figure{display:inline-block;margin:4px;font-size:11px;vertical-align:top}
 figure img{width:128px;image-rendering:pixelated;display:block}
 .muted{color:#666;font-size:.9em}
+h4{font-size:.95em;margin:.7em 0 .2em}
 """
 
 
@@ -47,7 +48,8 @@ def _pct(share: float | None, count: int | None = None, total: int | None = None
     return f"{text} ({count}/{total})" if count is not None and total is not None else text
 
 
-def _png_data_uri(image_bgr: np.ndarray) -> str:
+def png_data_uri(image_bgr: np.ndarray) -> str:
+    """``image_bgr`` as an inline ``data:image/png;base64,...`` URI."""
     cv2 = require("cv2")
     ok, buf = cv2.imencode(".png", image_bgr)
     if not ok:
@@ -139,7 +141,7 @@ def score_histogram_svg(good: Sequence[float], anomalous: Sequence[float], thres
 def _figures(records: Sequence[Mapping[str, Any]], limit: int, thumb: int) -> list[str]:
     out = []
     for r in records[:limit]:
-        uri = _png_data_uri(thumbnail_with_outline(r["path"], r.get("mask"), thumb))
+        uri = png_data_uri(thumbnail_with_outline(r["path"], r.get("mask"), thumb))
         what = html.escape(str(r.get("defect_type") or ("good" if r["label"] == 0 else "anomalous")))
         out.append(f"<figure><img src='{uri}' alt='{html.escape(Path(r['path']).name)}'>"
                    f"<figcaption>{html.escape(Path(r['path']).name)} ({what})<br>score {r['score']:.4g}"
@@ -168,7 +170,8 @@ def _check_report(report: Mapping[str, Any]) -> tuple[float, list[Mapping[str, A
 
 
 def write_demo_summary(out_dir: str | Path, report: Mapping[str, Any], *, title: str = "ProtoInspect demo",
-                       links: Mapping[str, str] | None = None, per_group: int = 24, thumb: int = 128) -> Path:
+                       links: Mapping[str, str] | None = None, per_group: int = 24, thumb: int = 128,
+                       sections: Sequence[str] = ()) -> Path:
     """Write ``out_dir/summary.html`` from an :func:`~protoinspect.training.evaluate_detector.evaluate_detector`
     report made with ``per_image=True``; returns its path.
 
@@ -179,6 +182,8 @@ def write_demo_summary(out_dir: str | Path, report: Mapping[str, Any], *, title:
         links: label -> relative path of other outputs to link to (e.g. the inspection report).
         per_group: at most this many thumbnails of missed defects and of false alarms per product.
         thumb: longest side of a thumbnail in pixels.
+        sections: more HTML sections, placed after the missed defects and false alarms (e.g. the demo's
+            discovered defect types, :mod:`protoinspect.training.demo_discovery_report`).
 
     Raises:
         InputError: a report without per-image records or with malformed ones.
@@ -230,6 +235,7 @@ def write_demo_summary(out_dir: str | Path, report: Mapping[str, Any], *, title:
         if alarms:
             parts.append("<p class='muted'>False alarms (highest score first)</p>")
             parts += _figures(alarms, per_group, thumb)
+    parts += list(sections)
     if links:
         parts.append("<h2>More</h2><ul>" + "".join(
             f"<li><a href='{html.escape(href)}'>{html.escape(label)}</a></li>" for label, href in links.items())

@@ -57,6 +57,10 @@ class DiscoveryTrainConfig:
             training; 0: the training images' own scores (optimistic: they were fitted).
         region_method / peak_fraction: how the anomalous pixels of a map are found
             (:class:`protoinspect.sdk.stages.discovery_crops.DiscoverySettings`): ``peak`` (default) or ``mebin``.
+        pretrain_steps / pretrain_per_kind: steps of pre-training on synthetic anomalies of every kind of
+            :data:`protoinspect.training.pseudo_anomalies.KINDS` pasted on the training images (the kind is
+            the label; :mod:`protoinspect.training.discovery_pretrain`), ``pretrain_per_kind`` images per
+            kind; 0 steps: none.
         descriptors: give the classifier the region descriptors of each crop as a third input
             (weight ``classifier.descriptor_weight``).
         jitters: random box jitters precomputed per crop and flip variant (views are drawn from them).
@@ -91,6 +95,8 @@ class DiscoveryTrainConfig:
     region_method: str = "peak"
     peak_fraction: float = 0.5
     descriptors: bool = True
+    pretrain_steps: int = 0
+    pretrain_per_kind: int = 12
     jitters: int = 3
     box_jitter: float = 0.15
     feature_noise: float = 0.05
@@ -112,6 +118,7 @@ class DiscoveryTrainConfig:
             (0.0 <= self.min_unlabelled_fraction <= 1.0, "min_unlabelled_fraction in [0, 1]"),
             (0.0 <= self.reject_quantile < 0.5, "reject_quantile in [0, 0.5)"),
             (self.jitters >= 1, "jitters >= 1"),
+            (self.pretrain_steps >= 0 and self.pretrain_per_kind >= 1, "pretrain_steps >= 0, pretrain_per_kind >= 1"),
             (0.0 <= self.reject_holdout_fraction <= 0.5, "reject_holdout_fraction in [0, 0.5]"),
             (self.region_method in ("mebin", "peak"), "region_method in ('mebin', 'peak')"),
             (0.0 < self.peak_fraction < 1.0, "peak_fraction in (0, 1)"),

@@ -49,6 +49,7 @@ from protoinspect.training.discovery_data import (
     with_reject_threshold,
 )
 from protoinspect.training.discovery_losses import info_nce, sinkhorn, supcon
+from protoinspect.training.discovery_pretrain import synthetic_taxonomy_images
 from protoinspect.training.discovery_selection import check_class_count, check_discovery_inputs, select_unlabelled
 from protoinspect.training.k_estimation import estimate_k
 from protoinspect.training.kmeans import estimate_num_classes, spherical_kmeans
@@ -173,7 +174,8 @@ def _optimizer(model: DefectClassifierNet, cfg: DiscoveryTrainConfig, steps: int
 
 def _run_steps(model: DefectClassifierNet, views: _Views, cfg: DiscoveryTrainConfig, steps: int, stage: str,
                num_known: int, progress: bool) -> list[float]:
-    """Train ``steps`` steps of ``stage`` ("contrastive" or "prototype"); returns the loss per step."""
+    """Train ``steps`` steps of ``stage`` ("pretrain" and "contrastive": InfoNCE + SupCon on the labels;
+    "prototype": + classification and self-labelling); returns the loss per step."""
     if steps == 0:
         return []
     opt, sched = _optimizer(model, cfg, steps)
@@ -274,6 +276,12 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
                                num_classes=max(1, len(known)),
                                descriptor_dim=len(settings.descriptor_mean))
     model = DefectClassifierNet(ccfg)
+    hist_pre: list[float] = []
+    if cfg.pretrain_steps:
+        syn_images, syn_labels = synthetic_taxonomy_images(ds.train, ds.channels, net, spec, settings, cfg,
+                                                           pixel_threshold, progress)
+        hist_pre = _run_steps(model, _Views(syn_images, syn_labels, cfg, settings), cfg, cfg.pretrain_steps,
+                              "pretrain", len(known), progress)
     views = _Views(fit_images, fit_labels, cfg, settings)
     hist_a = _run_steps(model, views, cfg, cfg.contrastive_steps, "contrastive", len(known), progress)
 
@@ -316,6 +324,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
             num_novel_given=num_novel, silhouettes={str(k): float(v) for k, v in silhouettes.items()},
             k_method=cfg.k_method if num_novel is None else None, k_picks=picks,
             loss_contrastive_last=float(np.mean(hist_a[-20:])) if hist_a else None,
+            loss_pretrain_last=float(np.mean(hist_pre[-20:])) if hist_pre else None,
             loss_prototype_last=float(np.mean(hist_b[-20:])) if hist_b else None,
             seconds=round(time.perf_counter() - t0, 1)),
     )
