@@ -95,10 +95,10 @@ def discovery_section_html(discovery: Mapping[str, Any], images: Mapping[str, Se
     """
     products: Mapping[str, Mapping[str, Any]] = discovery.get("products", {})
     parts = ["<h2>Discovered defect types</h2>",
-             "<p class='muted'>Per product, a defect classifier learned on the anomalous test images without any "
-             "labels; it chose the number of classes itself. NMI, ARI and F1 (Hungarian-matched accuracy) compare its "
-             "classes with the true defect types. Below each class: its images, captioned with their true type "
-             "(yellow: the true defect's outline). A coherent class shows one type.</p>"]
+             ("<p class='muted'>Per product, a defect classifier learned on the anomalous test images without any "
+              "labels; it chose the number of classes itself. NMI, ARI and F1 (Hungarian-matched accuracy) compare "
+              "its classes with the true defect types. Below each class: its images, captioned with their true type "
+              "(yellow: the true defect's outline). A coherent class shows one type.</p>")]
     if products:
         m = discovery.get("mean") or mean_metrics(products)
         parts.append(f"<p>Mean over {len(products)} product{'s' if len(products) != 1 else ''}: NMI {_num(m.get('nmi'))}, "

@@ -154,5 +154,28 @@ def test_demo_writes_the_summary_and_prints_its_path(tmp_path: Path, capsys: pyt
     assert f"({row['num_false_alarms']}/{row['num_normal']})" in page
     assert row["trust"] and row["trust"] in page.replace("&#x27;", "'")
     wrong = (row["num_anomalous"] - row["num_defects_caught"]) + row["num_false_alarms"]
-    assert len(_thumbnails(page)) == wrong  # at most 24 missed and 12 false alarms: under the cap
+    detector_part, discovery_part = page.split("<h2>Discovered defect types</h2>")
+    assert len(_thumbnails(detector_part)) == wrong  # at most 24 missed and 12 false alarms: under the cap
     assert page.count("<svg") == 1
+    # the demo discovers the product's defect types by default: every defect image in a class gallery
+    assert len(_thumbnails(discovery_part)) == row["num_anomalous"] == metrics["discovery"]["products"]["washer"]["num_images"]
+
+
+def test_discovery_section_has_a_gallery_per_class_captioned_with_the_true_type(tiny_products: list[Path]) -> None:
+    from protoinspect.training.demo_discovery_report import discovery_section_html, format_discovery_table
+
+    ds = load_dataset(tiny_products[0])
+    defects = [s for s in ds.test if s.label == 1]
+    recs = [{"path": str(s.image_path), "mask": str(s.mask_path), "defect_type": s.defect_type,
+             "class_id": i % 2, "class_name": f"novel-{i % 2 + 1}", "score": 0.5} for i, s in enumerate(defects)]
+    result = {"nmi": 0.5, "ari": 0.25, "f1": 0.5, "k_novel_estimated": 2, "k_estimated": 2, "k_true": 6,
+              "num_images": len(recs), "seconds": 1.0}
+    discovery = {"products": {ds.name: result}, "mean": {"nmi": 0.5, "ari": 0.25, "f1": 0.5}}
+    html_ = discovery_section_html(discovery, {ds.name: recs})
+    assert html_.startswith("<h2>Discovered defect types</h2>") and f"<h3>{ds.name}: K 2/6" in html_
+    assert html_.count("<h4>novel-") == 2 and len(_thumbnails(html_)) == len(recs)
+    assert all(f"<figcaption>{s.defect_type}<br>" in html_ for s in defects)
+    table = format_discovery_table(discovery)
+    assert f"{ds.name}" in table and "2/6" in table and "0.500" in table and "mean" in table
+    with pytest.raises(InputError, match="class_id"):
+        discovery_section_html(discovery, {ds.name: [{"path": recs[0]["path"], "defect_type": "crack"}]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -267,3 +268,20 @@ def test_bad_k_method_names_the_choices() -> None:
 
     with pytest.raises(ConfigError, match="k_method"):
         discovery_config(["k_method=gap_statistic"])
+
+
+def test_evaluate_discovery_per_image_records_are_opt_in(discovery_bundle: tuple[Path, Path], tile: Path) -> None:
+    from protoinspect.training.evaluate_discovery import evaluate_discovery
+
+    plain = evaluate_discovery(tile, discovery_bundle[1], progress=False)
+    assert "images" not in plain
+    report = evaluate_discovery(tile, discovery_bundle[1], progress=False, per_image=True)
+    recs = report.pop("images")
+    timing = ("seconds", "classifier_ms_per_image")
+    assert {k: v for k, v in report.items() if k not in timing} == {k: v for k, v in plain.items() if k not in timing}
+    names = {c["id"]: c["name"] for c in load_bundle(discovery_bundle[1]).manifest.classes}
+    assert len(recs) == report["num_images"] == 12
+    assert all(Path(r["path"]).is_file() and r["defect_type"] == Path(r["path"]).parent.name for r in recs)
+    assert all(names[r["class_id"]] == r["class_name"] and -1.0 <= r["score"] <= 1.0 for r in recs)
+    for t, row in report["confusion"].items():  # the records add up to the confusion table
+        assert row == dict(Counter(r["class_name"] for r in recs if r["defect_type"] == t))
