@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-discovery": ("protoinspect.pipelines.commands:train_discovery_main", "learn defect classes on anomalies: --data DIR --bundle BUNDLE [--out NEW]"),
     "recalibrate": ("protoinspect.training.recalibrate:main", "re-derive a bundle's thresholds into a new bundle version"),
     "upgrade-bundle": ("protoinspect.sdk.bundle_upgrade:main", "seal a bundle written before manifest digests (checks every file first)"),
+    "keygen": ("protoinspect.sdk.bundle_signing:keygen_main", "make an Ed25519 signing key: --out KEY [--overwrite] (writes KEY, mode 0600, and KEY.pub)"),
+    "sign": ("protoinspect.sdk.bundle_signing:sign_main", "sign a sealed bundle's manifest digest: BUNDLE --key KEY (writes BUNDLE/signature.json)"),
+    "verify": ("protoinspect.sdk.bundle_signing:verify_main", "check a bundle is intact and signed by a trusted key: BUNDLE --trusted-key PUB [...]"),
     "build-engine": ("protoinspect.export.build_engine:main", "build TensorRT engines into a bundle: BUNDLE --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]"),
 }
 

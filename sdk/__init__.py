@@ -13,7 +13,9 @@ from protoinspect.sdk.errors import (
     MissingDependencyError,
     ProtoInspectError,
 )
+from protoinspect.sdk.frame_queue import FrameQueue, QueueFullError, StreamClosedError, StreamCounts, StreamItem
 from protoinspect.sdk.inspector import Inspector
+from protoinspect.sdk.live_stream import LiveInspector
 from protoinspect.sdk.preprocess import PreprocessSpec
 from protoinspect.sdk.result import Defect, InspectionResult, Verdict
 
@@ -26,13 +28,19 @@ __all__ = [
     "DatasetError",
     "Defect",
     "ExportError",
+    "FrameQueue",
     "InputError",
     "InspectionResult",
     "Inspector",
     "InspectorConfig",
+    "LiveInspector",
     "MissingDependencyError",
     "PreprocessSpec",
     "ProtoInspectError",
+    "QueueFullError",
+    "StreamClosedError",
+    "StreamCounts",
+    "StreamItem",
     "Verdict",
     "__version__",
 ]

@@ -12,10 +12,13 @@ from protoinspect.sdk.errors import ConfigError
 
 MaskerName = Literal["none", "otsu", "roi", "sam"]
 BackendName = Literal["auto", "onnxruntime", "torch", "tensorrt"]
+DropPolicyName = Literal["block", "drop_oldest", "drop_newest"]
 
 _COLOR_ORDERS = ("rgb", "bgr")
 _MASKERS = ("none", "otsu", "roi", "sam")
 _BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+#: what :class:`~protoinspect.sdk.live_stream.LiveInspector` does when frames come faster than inspection
+DROP_POLICIES: tuple[str, ...] = ("block", "drop_oldest", "drop_newest")
 
 
 def _is_int(v: Any) -> bool:
@@ -69,6 +72,15 @@ class InspectorConfig:
         mask_every_frame: compute the object mask for every frame. False (default): only when a
             stage needs it (anomalous frames: regions and classifier), so OK frames carry
             ``mask=None``. ``mask_reuse_frames`` counts frames either way.
+        drop_policy: live streams (:class:`~protoinspect.sdk.live_stream.LiveInspector`) when frames come
+            faster than they are inspected: ``"block"`` (default: ``submit`` waits for room), ``"drop_oldest"``
+            (the oldest waiting frame is discarded) or ``"drop_newest"`` (the incoming frame is discarded);
+            every dropped frame appears in the result stream as dropped, with its id.
+        queue_size: frames a live stream holds waiting for inspection (>= 1; the frame being inspected
+            is not counted).
+        trusted_keys: public keys (PEM file paths or PEM text) of whoever may release bundles: when given,
+            :meth:`~protoinspect.sdk.inspector.Inspector.from_bundle` refuses an unsigned, untrusted or changed
+            bundle (:mod:`protoinspect.sdk.bundle_signing`). Empty (default): signatures are not checked.
 
     Raises:
         ConfigError: any value out of its domain (raised by the constructor).
@@ -93,6 +105,9 @@ class InspectorConfig:
     reject_outliers: bool = True
     frame_map: bool = False
     mask_every_frame: bool = False
+    trusted_keys: tuple[str, ...] = ()
+    drop_policy: DropPolicyName = "block"
+    queue_size: int = 4
 
     def __post_init__(self) -> None:
         if self.color_order not in _COLOR_ORDERS:
@@ -125,6 +140,15 @@ class InspectorConfig:
         for name in ("classify", "reject_outliers", "frame_map", "mask_every_frame"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        keys = self.trusted_keys
+        if not isinstance(keys, (tuple, list)) or not all(
+                (isinstance(k, str) or hasattr(k, "__fspath__")) and str(k).strip() for k in keys):
+            raise ConfigError(f"trusted_keys must be a sequence of public key PEM paths or PEM strings, got {keys!r}")
+        object.__setattr__(self, "trusted_keys", tuple(str(k) for k in keys))
+        if self.drop_policy not in DROP_POLICIES:
+            raise ConfigError(f"drop_policy must be one of {', '.join(DROP_POLICIES)}, got {self.drop_policy!r}")
+        if not _is_int(self.queue_size) or self.queue_size < 1:
+            raise ConfigError(f"queue_size must be an integer >= 1, got {self.queue_size!r}")
 
     def _check_roi(self) -> None:
         roi = self.roi_xyxy

@@ -19,6 +19,11 @@ class BundleError(ProtoInspectError):
     """A model bundle is missing, corrupt, tampered with or from an incompatible version."""
 
 
+class BundleSignatureError(BundleError):
+    """A bundle's signature check failed: unsigned, signed by an untrusted key, changed after signing, a
+    corrupt signature file, or an unreadable / wrong key file; the message names which."""
+
+
 class ConfigError(ProtoInspectError, ValueError):
     """A configuration value is invalid."""
 

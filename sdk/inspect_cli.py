@@ -3,6 +3,12 @@
 Writes one JSON line per frame (flushed as it goes), optional overlay JPEGs, an HTML report and a
 closing summary. Ctrl-C stops the run cleanly: everything processed so far is kept and reported.
 
+A camera (and any source given ``--drop-policy`` or ``--queue-size``) is inspected live, through a
+:class:`~protoinspect.sdk.live_stream.LiveInspector`: frames are read while earlier ones are inspected,
+and when they come faster the drop policy decides. A dropped frame gets its own JSON line
+(``{"id": ..., "dropped": true, "drop_reason": ...}``) at its place in frame order, and the summary
+counts them and names their ids. ``--max-frames`` then counts frames read, dropped ones included.
+
 Exit codes: 0 success, 2 bad arguments / source / bundle / unreadable frame, 130 interrupted.
 """
 
@@ -12,10 +18,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from protoinspect.sdk.config import DROP_POLICIES
 from protoinspect.sdk.errors import ProtoInspectError
 
 EXIT_OK = 0
@@ -42,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--budget-ms", type=float, default=None, metavar="X",
                    help="latency budget per frame; frames over it are flagged over_budget")
+    p.add_argument("--drop-policy", choices=DROP_POLICIES, default=None,
+                   help="when frames come faster than they are inspected: block (default: wait; a camera's "
+                        "driver may then drop frames unseen), drop_oldest or drop_newest; every dropped frame "
+                        "is reported. Cameras are always inspected live; other sources when this is given")
+    p.add_argument("--queue-size", type=int, default=None, metavar="N",
+                   help="frames waiting for inspection at most in live mode (default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
 
@@ -77,11 +90,27 @@ class _Run:
             self.out, bundle_id=inspector.bundle.manifest.bundle_id, backend=inspector.backend.name)
         self.timings: list[dict[str, float]] = []
         self.verdicts: list[str] = []
+        self.dropped: list[str] = []
+        self.live_policy: str | None = None  # set by a live run: the summary then reports dropped frames
         self._overlay_names: set[str] = set()
 
     def process(self, frame_id: str, frame: Any) -> None:
         """Inspect one frame and record it everywhere."""
-        result = self.inspector.inspect(frame)
+        self.record(frame_id, frame, self.inspector.inspect(frame))
+
+    def record_dropped(self, frame_id: str, reason: str | None) -> None:
+        """Record a frame the live stream dropped: its own JSON line, and its id for the summary."""
+        self.jsonl.write(json.dumps({"id": frame_id, "dropped": True, "drop_reason": reason}) + "\n")
+        self.jsonl.flush()
+        self.dropped.append(frame_id)
+
+    def record_error(self, frame_id: str, error: BaseException) -> None:
+        """Record a frame whose inspection failed in the live stream (its own JSON line)."""
+        self.jsonl.write(json.dumps({"id": frame_id, "error": f"{type(error).__name__}: {error}"}) + "\n")
+        self.jsonl.flush()
+
+    def record(self, frame_id: str, frame: Any, result: Any) -> None:
+        """Record one inspected frame everywhere: the JSON line, the counters, the overlay and the report."""
         self.jsonl.write(json.dumps({"id": frame_id, **result.to_dict()}) + "\n")
         self.jsonl.flush()
         self.timings.append(dict(result.timings_ms))
@@ -128,6 +157,12 @@ class _Run:
             f"anomalous:  {self.verdicts.count('ANOMALOUS')}",
             f"rejected:   {self.verdicts.count('REJECTED')}",
         ]
+        if self.live_policy is not None:
+            lines.append(f"dropped:    {len(self.dropped)}  (policy {self.live_policy})")
+            if self.dropped:
+                shown = ", ".join(self.dropped[:10])
+                more = f" ... (+{len(self.dropped) - 10}, all in the results file)" if len(self.dropped) > 10 else ""
+                lines.append(f"dropped ids: {shown}{more}")
         for stage, (p50, p95) in stage_percentiles(self.timings).items():
             lines.append(f"{stage + ':':<11} p50 {p50:8.2f} ms   p95 {p95:8.2f} ms")
         if n and elapsed_s > 0:
@@ -135,6 +170,60 @@ class _Run:
         lines.append(f"results:    {self.jsonl_path}")
         lines.append(f"report:     {report_path if report_path is not None else '-'}")
         return "\n".join(lines)
+
+
+def _emit(run: _Run, items: Any, names: dict[int, str], bar: Any, strict: bool) -> None:
+    """Record live-stream items; with ``strict``, raise the first inspection error once all are recorded."""
+    first_error: BaseException | None = None
+    for item in items:
+        name = names.pop(item.frame_id)
+        if item.dropped:
+            run.record_dropped(name, item.drop_reason)
+        elif item.error is not None:
+            run.record_error(name, item.error)
+            first_error = first_error or item.error
+        else:
+            run.record(name, item.frame, item.result)
+        if bar is not None:
+            bar.update(1)
+    if strict and first_error is not None:
+        raise first_error
+
+
+def _ready(live: Any) -> Iterator[Any]:
+    """The items ready now, taken one at a time (an interrupt while recording one loses none of the others)."""
+    while True:
+        try:
+            yield live.get(timeout=0)
+        except TimeoutError:
+            return
+
+
+def _inspect_live(run: _Run, args: argparse.Namespace, bar: Any) -> None:
+    """Inspect the source through a LiveInspector (policy and queue size from the inspector's config).
+
+    An inspection error or an unreadable frame stops the run like the plain loop does, once the frames
+    already read are inspected and recorded; on Ctrl-C the frames still waiting are cancelled instead and
+    recorded as dropped (``"cancelled"``).
+    """
+    from protoinspect.sdk.live_stream import LiveInspector
+    from protoinspect.sdk.sources import iter_frames
+
+    live = LiveInspector(run.inspector, keep_frames=args.save_overlays or run.report is not None)
+    run.live_policy = live.drop_policy
+    names: dict[int, str] = {}
+    try:
+        for read, (name, frame) in enumerate(iter_frames(args.source), start=1):
+            names[live.submit(frame)] = name
+            _emit(run, _ready(live), names, bar, strict=True)
+            if args.max_frames is not None and read >= args.max_frames:
+                break
+        live.close()
+        _emit(run, live.results(), names, bar, strict=True)
+    except BaseException as exc:
+        live.close(drain=not isinstance(exc, KeyboardInterrupt))
+        _emit(run, live.results(), names, bar, strict=False)
+        raise
 
 
 def _error(message: str) -> int:
@@ -147,6 +236,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return f"--max-frames must be >= 1, got {args.max_frames}"
     if args.budget_ms is not None and not args.budget_ms > 0:
         return f"--budget-ms must be > 0, got {args.budget_ms}"
+    if args.queue_size is not None and args.queue_size < 1:
+        return f"--queue-size must be >= 1, got {args.queue_size}"
     from protoinspect.sdk.sources import is_camera
 
     if not is_camera(args.source) and not Path(args.source).exists():
@@ -173,10 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from protoinspect.sdk.config import InspectorConfig
     from protoinspect.sdk.inspector import Inspector
-    from protoinspect.sdk.sources import count_frames, iter_frames
+    from protoinspect.sdk.sources import count_frames, is_camera, iter_frames
 
     try:
-        config = InspectorConfig(color_order=args.color_order, latency_budget_ms=args.budget_ms)
+        live_settings = {k: v for k, v in (("drop_policy", args.drop_policy), ("queue_size", args.queue_size))
+                         if v is not None}
+        config = InspectorConfig(color_order=args.color_order, latency_budget_ms=args.budget_ms, **live_settings)
         inspector = Inspector.from_bundle(args.bundle, backend=args.backend, config=config)
     except ProtoInspectError as exc:
         return _error(str(exc))
@@ -191,12 +284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.max_frames is not None:
                 total = args.max_frames if total is None else min(total, args.max_frames)
             bar = _progress(total, args.quiet)
-            for frame_id, frame in iter_frames(args.source):
-                run.process(frame_id, frame)
-                if bar is not None:
-                    bar.update(1)
-                if args.max_frames is not None and len(run.verdicts) >= args.max_frames:
-                    break
+            if is_camera(args.source) or live_settings:
+                _inspect_live(run, args, bar)
+            else:
+                for frame_id, frame in iter_frames(args.source):
+                    run.process(frame_id, frame)
+                    if bar is not None:
+                        bar.update(1)
+                    if args.max_frames is not None and len(run.verdicts) >= args.max_frames:
+                        break
         except KeyboardInterrupt:
             interrupted, code = True, EXIT_INTERRUPTED
         except ProtoInspectError as exc:  # an unreadable frame (InputError) or a runtime failure

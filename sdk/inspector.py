@@ -17,6 +17,7 @@ import numpy as np
 from protoinspect.sdk.backends.base import Backend
 from protoinspect.sdk.backends.registry import create_backend, resolve_backend_name
 from protoinspect.sdk.bundle import Bundle, load_bundle
+from protoinspect.sdk.bundle_signing import load_signed_bundle
 from protoinspect.sdk.config import InspectorConfig
 from protoinspect.sdk.errors import BackendError, ConfigError, InputError
 from protoinspect.sdk.inspector_stages import default_classifier, default_masker, default_regions, pixel_threshold
@@ -136,6 +137,8 @@ class Inspector:
         Raises:
             BundleError: the bundle is missing, corrupt or tampered with; its classifier's graph or
                 engine is missing or stale.
+            BundleSignatureError: ``config.trusted_keys`` is set and the bundle is unsigned, signed by an
+                untrusted key or changed after signing (the message names which).
             ConfigError: an unknown backend or device, or bad config values.
             MissingDependencyError: the chosen backend's runtime is not installed.
         """
@@ -144,7 +147,8 @@ class Inspector:
             raise ConfigError(f"config must be an InspectorConfig, got {type(cfg).__name__}")
         cfg = replace(cfg, backend=cfg.backend if backend is None else backend,
                       device=cfg.device if device is None else device)
-        bundle = load_bundle(path)
+        # with trusted keys: every file, the manifest and its signature are checked before any graph is loaded
+        bundle = load_signed_bundle(path, cfg.trusted_keys)[0] if cfg.trusted_keys else load_bundle(path)
         name = resolve_backend_name(cfg.backend, bundle)
         kwargs: dict[str, Any] = {"device": cfg.device}
         if cfg.threads is not None and name != "tensorrt":  # CPU threads mean nothing to a TensorRT engine

@@ -11,9 +11,10 @@ separators=(",", ":"), ensure_ascii=True, allow_nan=False)``). The loader recomp
 file, so any edit -- a threshold, a class name, an added key -- is refused. Legitimate writers
 (``write_bundle``, ``add_files``, ``upgrade_bundle``) recompute it as the last step before writing.
 
-This detects editing, not forgery: whoever edits the file can recompute an unkeyed hash. Bundles are
-signed by nothing; where that matters, keep bundles on read-only storage or check the ``digest``
-against the value recorded at release.
+This detects editing, not forgery: whoever edits the file can recompute an unkeyed hash. Forgery is
+what signing is for: ``protoinspect sign`` signs this digest with an Ed25519 key and
+``InspectorConfig(trusted_keys=...)`` refuses bundles not signed by a trusted key
+(:mod:`protoinspect.sdk.bundle_signing`).
 
 Legacy policy (format version 1, written before the digest existed): such a bundle still loads -- nothing a
 user saved is lost -- but never as verified: :attr:`protoinspect.sdk.bundle.Bundle.manifest_verified` is False

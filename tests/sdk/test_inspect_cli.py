@@ -181,3 +181,97 @@ def test_overlay_shape_and_change(gray: bool) -> None:
         assert not np.array_equal(out, frame)
     with pytest.raises(InputError):
         overlay(frame, _result(50, 70), alpha=2.0)
+
+
+def test_live_block_on_a_folder_keeps_every_frame(bundle: Path, folder: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main([str(folder), "--bundle", str(bundle), "--out", str(out), "--save-overlays",
+                 "--drop-policy", "block", "--queue-size", "1"]) == 0
+    lines = _lines(out / "results.jsonl")
+    assert [d["id"] for d in lines] == sorted(NAMES) and all("verdict" in d for d in lines)
+    assert len(list((out / "overlays").iterdir())) == 3 and all(n in (out / "report.html").read_text() for n in NAMES)
+    text = capsys.readouterr().out
+    assert "frames:     3" in text and "dropped:    0  (policy block)" in text
+
+
+@pytest.mark.parametrize(("flags", "policy", "dropped"), [
+    (["--drop-policy", "drop_oldest"], "drop_oldest", ["f1", "f2"]),
+    (["--drop-policy", "drop_newest"], "drop_newest", ["f3", "f4"]),
+    ([], "block", []),  # a camera goes live without flags, with the config's default policy
+])
+def test_live_camera_reports_dropped_frames(bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str], flags: list[str], policy: str,
+                                            dropped: list[str]) -> None:
+    import threading
+
+    from protoinspect.sdk import sources
+    from protoinspect.sdk.inspector import Inspector
+
+    started, gate = threading.Event(), threading.Event()
+    real = Inspector.inspect
+
+    def inspect(self: Inspector, frame: np.ndarray) -> InspectionResult:
+        started.set()
+        assert gate.wait(10)
+        return real(self, frame)
+
+    def camera(source: object) -> object:  # frame f0 is being inspected while f1..f4 arrive
+        rng = np.random.default_rng(4)
+        for k in range(5):
+            yield f"f{k}", rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            assert started.wait(10)
+        gate.set()
+
+    monkeypatch.setattr(Inspector, "inspect", inspect)
+    monkeypatch.setattr(sources, "iter_frames", camera)
+    monkeypatch.setattr(sources, "is_camera", lambda source: str(source) == "7")
+    out = tmp_path / "out"
+    if policy == "block":
+        gate.set()  # block never drops: nothing to hold back
+    assert main(["7", "--bundle", str(bundle), "--out", str(out), "--queue-size", "2", "--no-report", *flags]) == 0
+    lines = _lines(out / "results.jsonl")
+    assert [d["id"] for d in lines] == [f"f{k}" for k in range(5)]
+    assert [d["id"] for d in lines if d.get("dropped")] == dropped
+    assert all(d["drop_reason"] == policy for d in lines if d.get("dropped"))
+    assert all("verdict" in d for d in lines if not d.get("dropped"))
+    text = capsys.readouterr().out
+    assert f"frames:     {5 - len(dropped)}" in text and f"dropped:    {len(dropped)}  (policy {policy})" in text
+    assert ("dropped ids: " + ", ".join(dropped) in text) == bool(dropped)
+
+
+def test_live_bad_queue_size_exits_2(bundle: Path, folder: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(folder), "--bundle", str(bundle), "--out", str(tmp_path / "out"), "--queue-size", "0"]) == 2
+    assert "--queue-size must be >= 1" in capsys.readouterr().err
+
+
+def test_live_corrupt_image_exits_2_after_recording_the_frames_read(bundle: Path, folder: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "d_broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main([str(folder), "--bundle", str(bundle), "--out", str(out), "--no-report", "--quiet",
+                 "--drop-policy", "block"]) == 2
+    assert "d_broken.png" in capsys.readouterr().err
+    assert [d["id"] for d in _lines(out / "results.jsonl")] == sorted(NAMES)
+
+
+def test_live_keyboard_interrupt_keeps_results(bundle: Path, folder: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import protoinspect.sdk.inspect_cli as cli
+
+    real, calls = cli._Run.record, []
+
+    def record(self: cli._Run, frame_id: str, frame: np.ndarray, result: InspectionResult) -> None:
+        calls.append(frame_id)
+        if len(calls) == 2:  # one Ctrl-C, while the second result is being recorded
+            raise KeyboardInterrupt
+        real(self, frame_id, frame, result)
+
+    monkeypatch.setattr(cli._Run, "record", record)
+    out = tmp_path / "out"
+    assert main([str(folder), "--bundle", str(bundle), "--out", str(out), "--quiet", "--drop-policy", "block"]) == 130
+    lines = _lines(out / "results.jsonl")
+    assert lines[0]["id"] == min(NAMES) and "verdict" in lines[0]
+    assert [d["id"] for d in lines] == [n for n in sorted(NAMES) if n != calls[1]]  # the rest: inspected or cancelled
+    assert "interrupted" in (out / "report.html").read_text()
