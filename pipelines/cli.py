@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("protoinspect.sdk.bundle_signing:sign_main", "sign a sealed bundle's manifest digest: BUNDLE --key KEY (writes BUNDLE/signature.json)"),
     "verify": ("protoinspect.sdk.bundle_signing:verify_main", "check a bundle is intact and signed by a trusted key: BUNDLE --trusted-key PUB [...]"),
     "build-engine": ("protoinspect.export.build_engine:main", "build TensorRT engines into a bundle: BUNDLE --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]"),
+    "export-triton": ("protoinspect.export.triton_repository:main", "write a Triton model repository from a bundle: BUNDLE --repo DIR [--overwrite] [--max-batch N] [--instances N] [--kind cpu|gpu]"),
 }
 
 

@@ -20,6 +20,8 @@ _INSTALL_HINTS: dict[str, str] = {
     "transformers": "pip install 'protoinspect[grounding]'  (or: pip install transformers)",
     "safetensors": "pip install safetensors",
     "tqdm": "pip install tqdm",
+    "cryptography": "pip install 'protoinspect[signing]'",
+    "tritonclient": "pip install 'protoinspect[serving]'",
 }
 
 
