@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("protoinspect.sdk.bundle_signing:verify_main", "check a bundle is intact and signed by a trusted key: BUNDLE --trusted-key PUB [...]"),
     "build-engine": ("protoinspect.export.build_engine:main", "build TensorRT engines into a bundle: BUNDLE --precision fp32|fp16|int8 [--calib-dir DIR] [--dla N]"),
     "export-triton": ("protoinspect.export.triton_repository:main", "write a Triton model repository from a bundle: BUNDLE --repo DIR [--overwrite] [--max-batch N] [--instances N] [--kind cpu|gpu]"),
+    "serve-triton": ("protoinspect.export.triton_server:main", "serve a repository's inspector model with PyTriton's tritonserver on 127.0.0.1: --repo DIR --env VENV [--http-port N] [--grpc-port N]"),
 }
 
 

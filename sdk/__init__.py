@@ -12,11 +12,13 @@ from protoinspect.sdk.errors import (
     InputError,
     MissingDependencyError,
     ProtoInspectError,
+    ServerError,
 )
 from protoinspect.sdk.frame_queue import FrameQueue, QueueFullError, StreamClosedError, StreamCounts, StreamItem
 from protoinspect.sdk.inspector import Inspector
 from protoinspect.sdk.live_stream import LiveInspector
 from protoinspect.sdk.preprocess import PreprocessSpec
+from protoinspect.sdk.remote_inspector import TritonInspector
 from protoinspect.sdk.result import Defect, InspectionResult, Verdict
 
 __version__ = "0.2.0"
@@ -38,9 +40,11 @@ __all__ = [
     "PreprocessSpec",
     "ProtoInspectError",
     "QueueFullError",
+    "ServerError",
     "StreamClosedError",
     "StreamCounts",
     "StreamItem",
+    "TritonInspector",
     "Verdict",
     "__version__",
 ]

@@ -40,6 +40,12 @@ class BackendError(ProtoInspectError, RuntimeError):
     """A runtime backend failed while executing a graph, or was used after ``close()``."""
 
 
+class ServerError(BackendError):
+    """A remote inference server (Triton) is unreachable, timed out, does not serve the model, is not ready or
+    failed; the message names the server URL, what happened and the fix. There is never a fallback to local
+    inference after it."""
+
+
 class MissingPluginError(BackendError):
     """A TensorRT engine needs a plugin that is not registered in this process; the message names the plugin,
     how to register it (``trt_runtime.add_plugin_registrar``) and the rebuild without plugins."""

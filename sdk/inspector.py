@@ -112,8 +112,12 @@ class Inspector:
     def from_bundle(cls, path: str | os.PathLike[str], *, backend: str | None = None, device: str | None = None,
                     config: InspectorConfig | None = None, masker: Masker | None = None,
                     regions: RegionFinder | None = None, classifier: DefectClassifier | None = None,
-                    rejector: OutlierRejector | None = None) -> Inspector:
+                    rejector: OutlierRejector | None = None, **remote: Any) -> Inspector:
         """Load and verify a bundle, create its backend once and return a ready Inspector.
+
+        ``backend="triton"`` returns a :class:`~protoinspect.sdk.remote_inspector.TritonInspector` instead (same
+        public surface, inference on a Triton server, no local fallback); ``remote`` then holds its ``url``,
+        ``protocol`` (``"grpc"``/``"http"``), ``model``, ``model_version`` and ``timeout_s``.
 
         The stages are the defaults of :mod:`protoinspect.sdk.inspector_stages`: the config's masker, the
         region finder of the bundle, and, when the bundle has one and ``config.classify``, its defect
@@ -142,6 +146,12 @@ class Inspector:
             ConfigError: an unknown backend or device, or bad config values.
             MissingDependencyError: the chosen backend's runtime is not installed.
         """
+        if backend == "triton":
+            from protoinspect.sdk.remote_inspector import from_bundle_args
+
+            return from_bundle_args(path, device, config, (masker, regions, classifier, rejector), remote)  # type: ignore[return-value]
+        if remote:
+            raise ConfigError(f"{sorted(remote)}: unknown arguments (url, protocol, ... apply to backend='triton' only)")
         cfg = config if config is not None else InspectorConfig()
         if not isinstance(cfg, InspectorConfig):
             raise ConfigError(f"config must be an InspectorConfig, got {type(cfg).__name__}")
