@@ -32,9 +32,11 @@ MAX_CANVASES = 64
 
 def synthetic_taxonomy_images(train: Sequence[Sample], channels: str, net: torch.nn.Module, spec: PreprocessSpec,
                               settings: DiscoverySettings, cfg: DiscoveryTrainConfig, pixel_threshold: float,
-                              progress: bool = False) -> tuple[list[DiscoveryImage], list[int]]:
+                              progress: bool = False, vit: torch.nn.Module | None = None
+                              ) -> tuple[list[DiscoveryImage], list[int]]:
     """``cfg.pretrain_per_kind`` synthetic anomalies of every kind on the training images, as discovery
-    images (identity and horizontal-flip versions, ``cfg.jitters`` jitters) with their kind index.
+    images (identity and horizontal-flip versions, ``cfg.jitters`` jitters) with their kind index;
+    ``vit``: the ViT token source, as for the real anomalies.
 
     Raises:
         DatasetError: no defect-free training image.
@@ -56,5 +58,5 @@ def synthetic_taxonomy_images(train: Sequence[Sample], channels: str, net: torch
     maps, scores, _ = forward_detector(net, stack, spec)
     detected = DetectedImages(tuple(samples), stack, maps.astype(np.float32), scores.astype(np.float32))
     crops = build_discovery_images(detected, range(len(samples)), net, spec, settings, cfg, None, progress,
-                                   variants=("identity", "hflip"), pixel_threshold=pixel_threshold)
+                                   variants=("identity", "hflip"), pixel_threshold=pixel_threshold, vit=vit)
     return crops, labels

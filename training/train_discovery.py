@@ -279,7 +279,7 @@ def train_discovery(data: str | Path, bundle: str | Path, out: str | Path, cfg: 
     hist_pre: list[float] = []
     if cfg.pretrain_steps:
         syn_images, syn_labels = synthetic_taxonomy_images(ds.train, ds.channels, net, spec, settings, cfg,
-                                                           pixel_threshold, progress)
+                                                           pixel_threshold, progress, vit=vit)
         hist_pre = _run_steps(model, _Views(syn_images, syn_labels, cfg, settings), cfg, cfg.pretrain_steps,
                               "pretrain", len(known), progress)
     views = _Views(fit_images, fit_labels, cfg, settings)
