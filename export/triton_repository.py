@@ -53,7 +53,7 @@ from protoinspect.sdk import triton_tensors
 from protoinspect.sdk.backends.base import DETECTOR_OUTPUTS, onnx_file_name
 from protoinspect.sdk.backends.trt_sidecar import engine_entries, read_sidecar, sidecar_file_name
 from protoinspect.sdk.bundle import Bundle, load_bundle
-from protoinspect.sdk.bundle_files import backup_path, copy_source, fsync_dir, write_text_fsync
+from protoinspect.sdk.bundle_files import copy_source, fsync_dir, swap_into_place, write_text_fsync
 from protoinspect.sdk.config import InspectorConfig
 from protoinspect.sdk.errors import BundleError, ConfigError, ExportError, ProtoInspectError, report_error
 from protoinspect.sdk.manifest import MANIFEST_NAME
@@ -212,19 +212,10 @@ def _copy_bundle(bundle: Bundle, dest: Path) -> None:
 
 def _swap(tmp: Path, out: Path) -> None:
     """Put the finished ``tmp`` at ``out``; an old repository there is kept until the rename worked."""
-    backup = None
-    if out.exists():
-        backup = backup_path(out)
-        os.rename(out, backup)
     try:
-        os.rename(tmp, out)
-    except OSError as exc:
-        if backup is not None:
-            os.rename(backup, out)
-        raise ExportError(f"could not move the new repository into {out}: {exc}") from exc
-    fsync_dir(out.parent)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+        swap_into_place(tmp, out, what="model repository")
+    except BundleError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def export_triton_repository(bundle_dir: str | os.PathLike[str], repo_dir: str | os.PathLike[str], *,

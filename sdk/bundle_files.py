@@ -125,11 +125,12 @@ def backup_path(out: Path) -> Path:
     return candidate
 
 
-def swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` dir to ``out``, keeping any old ``out`` until the swap worked.
+def swap_into_place(tmp: Path, out: Path, what: str = "bundle") -> None:
+    """Rename the finished ``tmp`` dir to ``out``, keeping any old ``out`` until the swap worked
+    (``what`` names the folder in messages: a bundle, a model repository).
 
     Raises:
-        BundleError: the rename failed (the old bundle is moved back, or its backup path is named).
+        BundleError: the rename failed (the old folder is moved back, or its backup path is named).
     """
     backup: Path | None = None
     if out.exists() or out.is_symlink():
@@ -142,10 +143,10 @@ def swap_into_place(tmp: Path, out: Path) -> None:
             try:
                 os.rename(backup, out)
             except OSError:
-                msg = f"could not move the new bundle into {out} ({exc}); the previous bundle is kept at {backup}"
+                msg = f"could not move the new {what} into {out} ({exc}); the previous {what} is kept at {backup}"
                 raise BundleError(msg) from exc
         if isinstance(exc, OSError):
-            msg = f"could not move the new bundle into {out}: {exc}"
+            msg = f"could not move the new {what} into {out}: {exc}"
             raise BundleError(msg) from exc
         raise
     fsync_dir(out.parent)
@@ -156,5 +157,5 @@ def swap_into_place(tmp: Path, out: Path) -> None:
             else:
                 shutil.rmtree(backup)
         except OSError as exc:
-            warnings.warn(f"new bundle written to {out}, but the old one at {backup} could not be removed: {exc}",
+            warnings.warn(f"new {what} written to {out}, but the old one at {backup} could not be removed: {exc}",
                           stacklevel=3)
