@@ -328,13 +328,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--version", type=int, default=None, help="force the model version number")
     p.add_argument("--trt-precision", choices=PRECISION_ORDER, default=None, help="engines to serve as *_trt models")
     p.add_argument("--color-order", choices=("bgr", "rgb"), default="bgr", help="channel order of the frames sent")
+    p.add_argument("--trusted-key", action="append", default=[], metavar="PUB",
+                   help="public key (PEM file) the server's inspector requires the bundle to be signed by; repeatable")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        keys = []
+        for path in args.trusted_key:
+            try:
+                keys.append(Path(path).read_text())
+            except OSError as exc:
+                raise ConfigError(f"--trusted-key {path}: cannot read the public key: {exc}") from exc
         record = export_triton_repository(
             args.bundle, args.repo, overwrite=args.overwrite, max_batch_size=args.max_batch,
             preferred_batch_sizes=args.preferred_batch, max_queue_delay_us=args.queue_delay_us,
             instances=args.instances, kind=args.kind, version=args.version, trt_precision=args.trt_precision,
-            inspector_config=InspectorConfig(color_order=args.color_order))
+            inspector_config=InspectorConfig(color_order=args.color_order, trusted_keys=tuple(keys)))
     except ProtoInspectError as exc:
         return report_error(exc)
     print(f"wrote Triton model repository {record['repo']} (bundle {record['bundle_id']}, model version "

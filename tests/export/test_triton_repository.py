@@ -360,3 +360,16 @@ def test_signed_bundle_travels_and_is_checked_by_the_server_model(exported: Path
     export_triton_repository(bundle, tmp_path / "repo", overwrite=True, inspector_config=untrusted)
     with pytest.raises(BundleSignatureError):
         load_inspector_model(tmp_path / "repo")
+
+
+def test_cli_trusted_key_makes_the_server_model_refuse_an_unsigned_bundle(exported: Path, tmp_path: Path,
+                                                                          pb: types.ModuleType) -> None:
+    pytest.importorskip("cryptography")
+    from protoinspect.sdk.bundle_signing import generate_keypair
+    from protoinspect.sdk.errors import BundleSignatureError
+
+    generate_keypair(tmp_path / "release.key")
+    assert main([str(exported), "--repo", str(tmp_path / "repo"), "--trusted-key", str(tmp_path / "release.key.pub")]) == 0
+    with pytest.raises(BundleSignatureError, match="not signed"):
+        load_inspector_model(tmp_path / "repo")
+    assert main([str(exported), "--repo", str(tmp_path / "repo2"), "--trusted-key", str(tmp_path / "missing.pub")]) != 0
