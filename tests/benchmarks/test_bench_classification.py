@@ -3,7 +3,6 @@ the stage timings are reported as medians."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -12,15 +11,12 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmark_scripts import load_script
+
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("protoinspect_bench_cls", ROOT / "benchmarks" / "bench_classification.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_classification")
 
 
 def test_reports_stage_medians(discovery_bundle: tuple[Path, Path], discovery_tile: Path, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ runs when the PyTriton server venv exists (``bash .ci/triton_env``), else it ski
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from benchmark_scripts import load_script
 from detector_bundles import make_exported_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +24,7 @@ QUICK = ["--cameras", "1", "2", "--seconds", "1", "--size", "64", "--pool", "8",
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("protoinspect_load_triton", ROOT / "benchmarks" / "load_triton.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("load_triton")
 
 
 @pytest.fixture(scope="module")

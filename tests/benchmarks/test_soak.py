@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -13,17 +12,13 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+from benchmark_scripts import load_script
 from detector_bundles import make_exported_bundle
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _soak_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("protoinspect_soak", ROOT / "benchmarks" / "soak.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("soak")
 
 
 @pytest.fixture(scope="module")
