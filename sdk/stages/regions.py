@@ -39,7 +39,7 @@ import numpy as np
 from protoinspect.sdk._imports import require
 from protoinspect.sdk.errors import ConfigError, InputError
 from protoinspect.sdk.result import Defect
-from protoinspect.sdk.stages.discovery_crops import DiscoverySettings, discovery_anomaly_mask
+from protoinspect.sdk.stages.discovery_crops import DiscoverySettings, discovery_anomaly_mask, peak_mask
 from protoinspect.sdk.stages.mebin import MEBinResult
 
 
@@ -131,8 +131,7 @@ class MapRegionFinder:
         binary = amap > s.pixel_threshold
         method = "threshold"
         if s.discovery is not None and s.discovery.region_method == "peak":
-            found = discovery_anomaly_mask(amap, s.discovery, s.pixel_threshold)
-            binary, method = found.mask, "peak"
+            binary, method = peak_mask(amap, s.discovery.peak_fraction, s.pixel_threshold), "peak"
             tau = float(amap[binary].min()) if binary.any() else math.inf
         elif s.discovery is not None:
             found = discovery_anomaly_mask(amap, s.discovery)
